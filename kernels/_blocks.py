@@ -1,0 +1,63 @@
+"""Small building blocks shared by the cell kernels: a row-major product, sigmoid, masking.
+
+All functions are ``@njit`` and work in place on arrays the caller owns.
+"""
+import math
+
+from ._jit import jit
+
+
+@jit
+def sigmoid(x):
+    """Logistic function, overflow-free for either sign of ``x``."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@jit
+def matmul_add(a, w, out, k0, k1, n0, n1):
+    """``out[:, n0:n1] += a[:, k0:k1] @ w[k0:k1, n0:n1]`` for C-contiguous ``a (B, K)``,
+    ``w (K, N)``, ``out (B, N)``; the ranges let a cell use one block of a stacked weight.
+
+    The inner loop runs along a row of ``w`` and ``out`` (an axpy), which LLVM vectorises without
+    reassociating any sum, so results do not depend on the vector width.
+    """
+    B = a.shape[0]
+    for b in range(B):
+        for k in range(k0, k1):
+            av = a[b, k]
+            for n in range(n0, n1):
+                out[b, n] += av * w[k, n]
+
+
+@jit
+def step_indices(s, T, reverse):
+    """For processing step ``s`` return ``(t, prev, cur)``.
+
+    ``t`` is the time index of the input; ``prev``/``cur`` index the ``(T + 1, B, .)`` state
+    sequence: forward keeps the initial state at 0 and step ``t`` at ``t + 1``, reverse keeps the
+    initial state at ``T`` and step ``t`` at ``t``.
+    """
+    if reverse:
+        t = T - 1 - s
+        return t, t + 1, t
+    return s, s, s + 1
+
+
+@jit
+def carry_past_end(t, lengths, prev, cur):
+    """Rows whose sequence has ended (``t >= lengths[b]``) keep their previous state."""
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            cur[b, :] = prev[b, :]
+
+
+@jit
+def add_into(out, a, b):
+    """``out = a + b`` element-wise for 2-D arrays of one shape, without a temporary."""
+    B, N = out.shape
+    for i in range(B):
+        for j in range(N):
+            out[i, j] = a[i, j] + b[i, j]

@@ -1,0 +1,177 @@
+r"""LSTM kernels: forward over T steps, backward (BPTT) over T steps, one streaming step.
+
+Shapes: ``T`` steps, ``B`` batch, ``H`` hidden, ``P`` size of the hidden output (``P = H`` without
+projection, ``P = proj_size`` with it). Everything is time-major and C-contiguous; one dtype.
+
+Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
+
+    a_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T           (B, 4H)  x-part precomputed
+    i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
+    c_t = f * c_{t-1} + i * g
+    m_t = o * tanh(c_t)
+    h_t = m_t                   (no projection)
+    h_t = m_t W_hr^T            (projection, h_t is (B, P))
+
+Backward, with ``dh_t`` the total gradient reaching ``h_t`` (from the output ``y_t`` and from
+step ``t + 1``) and ``dc`` the gradient carried from step ``t + 1`` into ``c_t``::
+
+    dm_t    = dh_t                  or  dh_t W_hr        (projection; dW_hr += dh_t^T m_t)
+    dc_t    = dc + dm_t * o * (1 - tanh(c_t)^2)
+    da_i    = dc_t * g * i (1 - i)
+    da_f    = dc_t * c_{t-1} * f (1 - f)
+    da_g    = dc_t * i * (1 - g^2)
+    da_o    = dm_t * tanh(c_t) * o (1 - o)
+    dc_{t-1} carried = dc_t * f
+    dh_{t-1} carried = da_t W_hh
+
+and after the loop, as single products over all ``T * B`` rows (done by the caller)::
+
+    dW_ih = da^T x    dW_hh = da^T h_{prev}    db_ih = db_hh = sum da    dx = da W_ih
+
+Variable lengths: a row ``b`` with ``t >= lengths[b]`` does not step: its state is carried
+unchanged, its gates are left at zero, and in backward its gradients pass straight through.
+For ``reverse=True`` the time loop runs from ``T - 1`` down to 0, so a short sequence starts at
+its own last step, exactly as torch's packed sequences do.
+"""
+import math
+
+from ._blocks import add_into, carry_past_end, matmul_add, sigmoid, step_indices
+from ._jit import jit
+
+
+@jit
+def lstm_cell(a, c_prev, t, lengths, gates, c, tanh_c, m):
+    """Gate math of one step for all rows, from pre-activations ``a (B, 4H)``.
+
+    Writes ``gates (B, 4H)`` (activated i, f, g, o), ``c (B, H)``, ``tanh_c (B, H)`` and
+    ``m = o * tanh(c) (B, H)``. Rows past their length copy ``c_prev`` and leave zeros.
+    """
+    B, H = c.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            for j in range(H):
+                c[b, j] = c_prev[b, j]
+                tanh_c[b, j] = 0.0
+                m[b, j] = 0.0
+            for j in range(4 * H):
+                gates[b, j] = 0.0
+            continue
+        for j in range(H):
+            i = sigmoid(a[b, j])
+            f = sigmoid(a[b, H + j])
+            g = math.tanh(a[b, 2 * H + j])
+            o = sigmoid(a[b, 3 * H + j])
+            ct = f * c_prev[b, j] + i * g
+            tc = math.tanh(ct)
+            gates[b, j] = i
+            gates[b, H + j] = f
+            gates[b, 2 * H + j] = g
+            gates[b, 3 * H + j] = o
+            c[b, j] = ct
+            tanh_c[b, j] = tc
+            m[b, j] = o * tc
+
+
+@jit
+def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
+    """Backward of :func:`lstm_cell` for one step.
+
+    ``dm (B, H)`` gradient reaching ``m_t``; ``dc (B, H)`` gradient carried into ``c_t``, replaced
+    in place by the gradient carried into ``c_{t-1}``. Writes ``da (B, 4H)`` (pre-activation
+    gradients) and ``dc_t (B, H)`` (total gradient of ``c_t``, kept for study).
+    """
+    B, H = dc.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            for j in range(H):
+                dc_t[b, j] = dc[b, j]
+            for j in range(4 * H):
+                da[b, j] = 0.0
+            continue
+        for j in range(H):
+            i = gates[b, j]
+            f = gates[b, H + j]
+            g = gates[b, 2 * H + j]
+            o = gates[b, 3 * H + j]
+            tc = tanh_c[b, j]
+            dmj = dm[b, j]
+            dct = dc[b, j] + dmj * o * (1.0 - tc * tc)
+            dc_t[b, j] = dct
+            da[b, j] = dct * g * i * (1.0 - i)
+            da[b, H + j] = dct * c_prev[b, j] * f * (1.0 - f)
+            da[b, 2 * H + j] = dct * i * (1.0 - g * g)
+            da[b, 3 * H + j] = dmj * tc * o * (1.0 - o)
+            dc[b, j] = dct * f
+
+
+@jit
+def lstm_forward(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
+                 gates, h_seq, c_seq, tanh_c, a, m):
+    """Run one direction of one layer over all ``T`` steps.
+
+    In: ``xw (T, B, 4H)`` = ``x W_ih^T + b_ih + b_hh``; ``w_hh_t (P, 4H)`` = ``W_hh^T``;
+    ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
+    ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
+    Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
+    ``tanh_c (T, B, H)``. Scratch: ``a (B, 4H)``, ``m (B, H)``.
+    """
+    T = xw.shape[0]
+    for s in range(T):
+        t, p, q = step_indices(s, T, reverse)
+        a[:, :] = xw[t]
+        matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
+        out = m if has_proj else h_seq[q]
+        lstm_cell(a, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
+        if has_proj:
+            h_seq[q][:, :] = 0.0
+            matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
+        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+
+
+@jit
+def lstm_backward(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, reverse,
+                  dh, dc, da, dh_steps, dc_steps, dm):
+    """BPTT for one direction of one layer.
+
+    In: ``dy (T, B, P)`` gradient of the outputs (zero past each length); tape arrays as written
+    by :func:`lstm_forward`; ``w_hh (4H, P)``; ``w_hr (P, H)`` (ignored unless ``has_proj``).
+    In/out: ``dh (B, P)`` and ``dc (B, H)`` enter as the gradients of the final state and leave as
+    the gradients of the initial state.
+    Out: ``da (T, B, 4H)`` pre-activation gradients, ``dh_steps (T, B, P)`` total ``dL/dh_t``,
+    ``dc_steps (T, B, H)`` total ``dL/dc_t``. Scratch: ``dm (B, H)``.
+    """
+    T = dy.shape[0]
+    for s in range(T):
+        t, p, q = step_indices(T - 1 - s, T, reverse)
+        dh_t = dh_steps[t]
+        add_into(dh_t, dh, dy[t])
+        if has_proj:
+            dm[:, :] = 0.0
+            matmul_add(dh_t, w_hr, dm, 0, dh_t.shape[1], 0, dm.shape[1])
+            lstm_cell_backward(dm, dc, gates[t], c_seq[p], tanh_c[t], t, lengths, da[t],
+                               dc_steps[t])
+        else:
+            lstm_cell_backward(dh_t, dc, gates[t], c_seq[p], tanh_c[t], t, lengths, da[t],
+                               dc_steps[t])
+        dh[:, :] = 0.0
+        matmul_add(da[t], w_hh, dh, 0, w_hh.shape[0], 0, dh.shape[1])
+        carry_past_end(t, lengths, dh_t, dh)
+
+
+@jit
+def lstm_step(x, w_ih_t, bias, w_hh_t, w_hr_t, has_proj, ones, h, c, a, m, gates, tanh_c,
+              h_next, c_next):
+    """One streaming step for ``B`` rows: ``x (B, I)`` and the state ``h (B, P)``, ``c (B, H)``
+    give ``h_next``, ``c_next``. ``w_ih_t (I, 4H)``, ``bias (4H,)`` = ``b_ih + b_hh``.
+    Scratch: ``a (B, 4H)``, ``m (B, H)``, ``gates (B, 4H)``, ``tanh_c (B, H)``.
+    """
+    B = x.shape[0]
+    for b in range(B):
+        a[b, :] = bias
+    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, a.shape[1])
+    matmul_add(h, w_hh_t, a, 0, h.shape[1], 0, a.shape[1])
+    out = m if has_proj else h_next
+    lstm_cell(a, c, 0, ones, gates, c_next, tanh_c, out)
+    if has_proj:
+        h_next[:, :] = 0.0
+        matmul_add(m, w_hr_t, h_next, 0, m.shape[1], 0, h_next.shape[1])

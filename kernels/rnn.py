@@ -1,0 +1,83 @@
+r"""Vanilla (Elman) RNN kernels: forward over T steps, backward over T steps, one step.
+
+Shapes: ``T`` steps, ``B`` batch, ``H`` hidden; time-major, C-contiguous, one dtype.
+
+Forward, as ``torch.nn.RNN``, with ``phi = tanh`` or ``relu``::
+
+    a_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T      (x-part precomputed as xw)
+    h_t = phi(a_t)
+
+Backward, ``dh_t`` the total gradient reaching ``h_t``::
+
+    da_t     = dh_t * (1 - h_t^2)        (tanh)     or   dh_t * [h_t > 0]   (relu)
+    dh_{t-1} = da_t W_hh
+
+After the loop (caller): ``dW_ih = da^T x``, ``dW_hh = da^T h_{prev}``,
+``db_ih = db_hh = sum da``, ``dx = da W_ih``.
+Rows past their length (``t >= lengths[b]``) carry their state and pass gradients through.
+"""
+import math
+
+from ._blocks import add_into, carry_past_end, matmul_add, step_indices
+from ._jit import jit
+
+
+@jit
+def rnn_cell(a, relu, t, lengths, h):
+    """``h = phi(a)`` for rows still inside their sequence (others are left for the caller)."""
+    B, H = h.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            continue
+        for j in range(H):
+            h[b, j] = max(a[b, j], 0.0) if relu else math.tanh(a[b, j])
+
+
+@jit
+def rnn_forward(xw, w_hh_t, relu, lengths, reverse, h_seq, a):
+    """One direction of one layer over ``T`` steps. In: ``xw (T, B, H)``, ``w_hh_t (H, H)``,
+    ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
+    Scratch ``a (B, H)``."""
+    T, B, H = xw.shape
+    for s in range(T):
+        t, p, q = step_indices(s, T, reverse)
+        a[:, :] = xw[t]
+        matmul_add(h_seq[p], w_hh_t, a, 0, H, 0, H)
+        rnn_cell(a, relu, t, lengths, h_seq[q])
+        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+
+
+@jit
+def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
+    """BPTT for one direction. In: ``dy (T, B, H)``, ``h_seq`` from :func:`rnn_forward`,
+    ``w_hh (H, H)``. In/out: ``dh (B, H)`` final-state gradient in, initial-state gradient out.
+    Out: ``da (T, B, H)`` pre-activation gradients, ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
+    T, B, H = dy.shape
+    for s in range(T):
+        t, p, q = step_indices(T - 1 - s, T, reverse)
+        dh_t = dh_steps[t]
+        add_into(dh_t, dh, dy[t])
+        h = h_seq[q]
+        for b in range(B):
+            for j in range(H):
+                if t >= lengths[b]:
+                    da[t, b, j] = 0.0
+                elif relu:
+                    da[t, b, j] = dh_t[b, j] if h[b, j] > 0.0 else 0.0
+                else:
+                    da[t, b, j] = dh_t[b, j] * (1.0 - h[b, j] * h[b, j])
+        dh[:, :] = 0.0
+        matmul_add(da[t], w_hh, dh, 0, H, 0, H)
+        carry_past_end(t, lengths, dh_t, dh)
+
+
+@jit
+def rnn_step(x, w_ih_t, bias, w_hh_t, relu, ones, h, a, h_next):
+    """One streaming step: ``x (B, I)``, ``h (B, H)`` -> ``h_next``. ``w_ih_t (I, H)``,
+    ``bias (H,)`` = ``b_ih + b_hh``, ``ones (B,)`` int64 ones. Scratch ``a (B, H)``."""
+    B, H = h.shape
+    for b in range(B):
+        a[b, :] = bias
+    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, H)
+    matmul_add(h, w_hh_t, a, 0, H, 0, H)
+    rnn_cell(a, relu, 0, ones, h_next)

@@ -1,0 +1,91 @@
+"""Conversion and validation of arrays that come from users (numpy, lists, torch tensors).
+
+Every check raises before anything is changed, with a message that names what was expected and
+what came.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def to_numpy(value, what):
+    """``value`` as a numpy array without importing torch: accepts anything with ``__array__``
+    or a ``.numpy()`` method (a torch tensor, detached first if it needs it)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and callable(value.detach):
+        value = value.detach()
+    if hasattr(value, "cpu") and callable(value.cpu):
+        value = value.cpu()
+    if hasattr(value, "numpy") and callable(value.numpy):
+        return np.asarray(value.numpy())
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged lists, objects numpy cannot read
+        raise TypeError(f"{what}: expected an array, got {type(value).__name__} ({exc})") from None
+
+
+def as_dtype(dtype):
+    """``float32`` or ``float64`` as a numpy dtype; anything else is a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
+    """Validate ``value`` as a floating array of exactly ``dtype`` and return it (no copy).
+
+    ``ndim`` may be an int or a tuple of allowed ranks; ``shape`` a tuple with ``None`` for
+    "any size". Ints, bools, complex and object arrays are refused, and so is a float array of the
+    other precision: mixing precisions silently is how float64 references get float32 answers.
+    """
+    arr = to_numpy(value, what)
+    if arr.dtype.kind != "f" or arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype {arr.dtype}")
+    if arr.dtype != dtype:
+        raise TypeError(
+            f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {arr.dtype}; "
+            f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with dtype=np.{arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            ranks = " or ".join(str(r) for r in allowed)
+            raise ValueError(f"{what}: expected rank {ranks}, got shape {arr.shape} (rank {arr.ndim})")
+    if shape is not None:
+        ok = len(shape) == arr.ndim and all(s is None or s == n for s, n in zip(shape, arr.shape))
+        if not ok:
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{what}: expected shape {want}, got {arr.shape}")
+    if finite and arr.size and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{what}: expected finite values, got {bad} NaN/Inf entries")
+    return arr
+
+
+def positive_int(value, what, minimum=1):
+    """An ``int`` (not bool) at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def lengths_array(lengths, batch, steps):
+    """Per-sequence lengths as int64 ``(B,)`` with ``1 <= lengths[b] <= T``; ``None`` means all T."""
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.int64)
+    arr = to_numpy(lengths, "lengths")
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise TypeError(f"lengths: expected a 1-D array of ints (one per sequence), "
+                        f"got dtype {arr.dtype} and shape {arr.shape}")
+    if arr.shape[0] != batch:
+        raise ValueError(f"lengths: expected {batch} entries (one per sequence), got {arr.shape[0]}")
+    if arr.size and (arr.min() < 1 or arr.max() > steps):
+        raise ValueError(f"lengths: expected values in [1, {steps}] (T = {steps}), "
+                         f"got min {arr.min()} and max {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)

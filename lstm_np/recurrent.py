@@ -1,0 +1,517 @@
+r"""Recurrent layers with torch's constructor, parameter names, shapes, gate order and init.
+
+Shape legend: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` hidden output
+size (``proj_size`` if set, else ``H``), ``D`` directions (2 if bidirectional), ``L`` layers.
+
+Three calls on every layer:
+
+- ``y, state = layer(x, state=None, lengths=None)``: inference; keeps nothing, no dropout.
+- ``y, state, tape = layer.forward(x, state=None, lengths=None)``: training; keeps in ``tape``
+  what BPTT needs (dropout between layers is applied here, from the layer's seeded RNG).
+- ``grads = layer.backward(tape, dy, dstate=None)``: :class:`~lstm_np.tape.Gradients`.
+
+``x`` is ``(T, B, I)`` (``(B, T, I)`` with ``batch_first``) or ``(T, I)`` unbatched; ``y`` is
+``(T, B, D*P)``. The state is ``(h, c)`` for the LSTM and ``h`` for GRU/RNN, each ``(L*D, B, .)``
+(``(L*D, .)`` unbatched), row ``l * D + d`` as in torch. ``lengths`` (one int per sequence) is
+torch's ``pack_padded_sequence``: outputs past a sequence's end are zero and the final state is the
+one at the sequence's own last step, in both directions.
+
+What is common to the cells (layers x directions, dropout, lengths, batch_first, validation, the
+tape) lives in :class:`Recurrent`; a cell adds its gate count and two methods that run one
+direction of one layer through its kernels.
+"""
+import numpy as np
+
+from . import _arrays
+from .kernels import gru as gru_kernels
+from .kernels import lstm as lstm_kernels
+from .kernels import rnn as rnn_kernels
+from .tape import Gradients, Tape
+
+_DIRECTION_SUFFIX = ("", "_reverse")
+
+
+def _input_projection(x, weight, *biases):
+    """``x W^T + sum(biases)`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM."""
+    T, B, I = x.shape
+    out = (x.reshape(T * B, I) @ weight.T).reshape(T, B, weight.shape[0])
+    for b in biases:
+        if b is not None:
+            out += b
+    return out
+
+
+def _sum_outer(dz, v):
+    """``sum_t dz_t^T v_t`` over all ``T * B`` rows, as one GEMM: ``(G, K)``."""
+    return dz.reshape(-1, dz.shape[-1]).T @ v.reshape(-1, v.shape[-1])
+
+
+def _sum_rows(dz):
+    """``sum`` over time and batch, accumulated in float64 (long float32 sums drift)."""
+    return dz.sum(axis=(0, 1), dtype=np.float64).astype(dz.dtype)
+
+
+def _backprop_input(dz, weight):
+    """``dz W`` for ``dz (T, B, G)``, ``weight (G, I)``: ``(T, B, I)``."""
+    T, B, G = dz.shape
+    return (dz.reshape(T * B, G) @ weight).reshape(T, B, weight.shape[1])
+
+
+class Recurrent:
+    """Layers x directions of one recurrent cell; see the module docstring for the calls.
+
+    Subclasses set ``gate_count`` and ``state_names`` and implement ``_run_direction`` and
+    ``_backprop_direction``.
+    """
+
+    gate_count = 1
+    state_names = ("h",)
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+        self.input_size = _arrays.positive_int(input_size, "input_size")
+        self.hidden_size = _arrays.positive_int(hidden_size, "hidden_size")
+        self.num_layers = _arrays.positive_int(num_layers, "num_layers")
+        self.proj_size = _arrays.positive_int(proj_size, "proj_size", minimum=0)
+        if self.proj_size and self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size: expected 0 or less than hidden_size={hidden_size}, "
+                             f"got {proj_size}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = _arrays.as_dtype(dtype)
+        self.rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self.params = {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
+                       for name, shape in self._param_shapes().items()}
+
+    # ----------------------------------------------------------------- sizes and names
+    @property
+    def num_directions(self):
+        """``D``: 2 if bidirectional else 1."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self):
+        """``P``: size of each direction's hidden output (``proj_size`` or ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+    def state_sizes(self):
+        """Last dimension of each state component: ``(P, H)`` for the LSTM, ``(H,)`` otherwise."""
+        return (self.output_size,)
+
+    def _param_shapes(self):
+        """torch's ``state_dict()`` keys, shapes and order."""
+        G, H, P, D = self.gate_count, self.hidden_size, self.output_size, self.num_directions
+        shapes = {}
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else D * P
+            for d in range(D):
+                sfx = f"_l{layer}{_DIRECTION_SUFFIX[d]}"
+                shapes["weight_ih" + sfx] = (G * H, in_size)
+                shapes["weight_hh" + sfx] = (G * H, P)
+                if self.bias:
+                    shapes["bias_ih" + sfx] = (G * H,)
+                    shapes["bias_hh" + sfx] = (G * H,)
+                if self.proj_size:
+                    shapes["weight_hr" + sfx] = (P, H)
+        return shapes
+
+    def _weights(self, layer, d):
+        """Parameters of one layer and direction under their short names (``weight_ih``, ...)."""
+        sfx = f"_l{layer}{_DIRECTION_SUFFIX[d]}"
+        return {name[:-len(sfx)]: value for name, value in self.params.items()
+                if name.endswith(sfx)}
+
+    # ----------------------------------------------------------------- parameters in and out
+    def state_dict(self):
+        """A copy of ``params`` (torch's keys, shapes and order)."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, mapping, strict=True):
+        """Load parameters from numpy arrays or anything with ``__array__``/``.numpy()`` (torch
+        tensors work without importing torch). Every entry is checked before any is written.
+
+        ``strict=True``: the keys must equal ``params``' keys. ``strict=False``: missing keys keep
+        their values, unknown keys are an error all the same (they mean a different architecture).
+        Returns ``(missing, unexpected)`` key lists, like torch.
+        """
+        shapes = self._param_shapes()
+        missing = [k for k in shapes if k not in mapping]
+        unexpected = [k for k in mapping if k not in shapes]
+        if unexpected or (strict and missing):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        staged = {}
+        for name, value in mapping.items():
+            arr = _arrays.to_numpy(value, name)
+            if arr.dtype.kind != "f":
+                raise TypeError(f"{name}: expected a floating array, got dtype {arr.dtype}")
+            staged[name] = _arrays.float_array(arr.astype(self.dtype), name, self.dtype,
+                                               shape=shapes[name])
+        for name, arr in staged.items():
+            self.params[name] = np.array(arr, dtype=self.dtype, order="C", copy=True)
+        return missing, unexpected
+
+    # ----------------------------------------------------------------- validation
+    def _check_input(self, x):
+        """``x`` -> ``(T, B, I)`` time-major C-contiguous, and whether it was unbatched."""
+        x = _arrays.float_array(x, "input x", self.dtype, ndim=(2, 3))
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input x: expected input_size {self.input_size} in the last "
+                             f"dimension, got shape {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"input x: expected at least one step and one sequence, got "
+                             f"T={x.shape[0]}, B={x.shape[1]}")
+        return np.ascontiguousarray(x), unbatched
+
+    def _check_state(self, state, batch, unbatched, what="state"):
+        """``state`` -> tuple of ``(L*D, B, size)`` arrays (zeros when ``None``)."""
+        rows = self.num_layers * self.num_directions
+        sizes = self.state_sizes()
+        if state is None:
+            return tuple(np.zeros((rows, batch, n), self.dtype) for n in sizes)
+        parts = (state,) if len(sizes) == 1 else state
+        if len(sizes) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(sizes)):
+            raise TypeError(f"{what}: expected a tuple {self.state_names}, got "
+                            f"{type(state).__name__}")
+        out = []
+        for name, part, n in zip(self.state_names, parts, sizes):
+            want = (rows, n) if unbatched else (rows, batch, n)
+            arr = _arrays.float_array(part, f"{what} {name}", self.dtype, shape=want)
+            out.append(np.ascontiguousarray(arr.reshape(rows, batch, n)))
+        return tuple(out)
+
+    def _pack_state(self, parts, unbatched):
+        parts = tuple(p[:, 0, :] if unbatched else p for p in parts)
+        return parts if len(parts) > 1 else parts[0]
+
+    def _to_caller_layout(self, y, unbatched):
+        if unbatched:
+            return y[:, 0, :]
+        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+
+    # ----------------------------------------------------------------- the three calls
+    def __call__(self, x, state=None, lengths=None):
+        """Inference: ``y, state``. No dropout, nothing kept."""
+        y, state, _ = self._run(x, state, lengths, rng=None)
+        return y, state
+
+    def forward(self, x, state=None, lengths=None, rng=None):
+        """Training forward: ``y, state, tape``. Dropout between layers draws from ``rng``
+        (default: the layer's own seeded generator ``self.rng``)."""
+        return self._run(x, state, lengths, rng=self.rng if rng is None else rng)
+
+    def _run(self, x, state, lengths, rng):
+        x, unbatched = self._check_input(x)
+        T, B, _ = x.shape                                   # (T, B, I)
+        state0 = self._check_state(state, B, unbatched)
+        lengths = _arrays.lengths_array(lengths, B, T)
+        D, P = self.num_directions, self.output_size
+        inputs, steps, weights, masks = [], [], [], []
+        finals = [np.empty_like(s) for s in state0]
+        past_end = np.arange(T)[:, None] >= lengths[None, :]   # (T, B)
+        training = rng is not None
+        # the tape must own its input: never keep a view of the caller's array
+        layer_in = x.copy() if training and not x.flags.owndata else x
+        for layer in range(self.num_layers):
+            inputs.append(layer_in)
+            y = np.empty((T, B, D * P), self.dtype)         # (T, B, D*P)
+            for d in range(D):
+                row = layer * D + d
+                w = self._weights(layer, d)
+                out, final, kept = self._run_direction(
+                    w, layer_in, tuple(s[row] for s in state0), lengths, bool(d))
+                y[:, :, d * P:(d + 1) * P] = out
+                for dst, src in zip(finals, final):
+                    dst[row] = src
+                steps.append(kept)
+                weights.append(w)
+            y[past_end] = 0.0
+            mask = None
+            if training and self.dropout and layer < self.num_layers - 1:
+                keep = 1.0 - self.dropout
+                mask = (rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                y = y * mask
+            masks.append(mask)
+            layer_in = y
+        tape = Tape(owner=id(self), inputs=inputs, steps=steps, weights=weights,
+                    dropout_masks=masks, lengths=lengths, output_shape=y.shape,
+                    batch_first=self.batch_first, unbatched=unbatched)
+        return self._to_caller_layout(y, unbatched), self._pack_state(finals, unbatched), tape
+
+    def backward(self, tape, dy, dstate=None):
+        """BPTT through the whole stack: :class:`~lstm_np.tape.Gradients`.
+
+        ``dy``: gradient of the loss w.r.t. ``y`` (same shape as ``y``); ``dstate``: w.r.t. the
+        final state (same structure as ``state``; ``None`` = zeros). Gradients of outputs past a
+        sequence's length are ignored (those outputs are constant zeros).
+        """
+        if not isinstance(tape, Tape) or tape.owner != id(self):
+            raise ValueError("tape: expected the tape returned by this layer's forward(), "
+                             f"got {'a tape of another layer' if isinstance(tape, Tape) else type(tape).__name__}")
+        T, B, DP = tape.output_shape
+        want = (T, DP) if tape.unbatched else ((B, T, DP) if tape.batch_first else (T, B, DP))
+        dy = _arrays.float_array(dy, "dy", self.dtype, shape=want)
+        dy = dy[:, None, :] if tape.unbatched else (dy.transpose(1, 0, 2) if tape.batch_first else dy)
+        dfinal = self._check_state(dstate, B, tape.unbatched, what="dstate")
+        D, P = self.num_directions, self.output_size
+        L = self.num_layers
+        past_end = (np.arange(T)[:, None] >= tape.lengths[None, :])
+        dstate0 = [np.empty_like(s) for s in dfinal]
+        dparams = {}
+        dh_all = np.empty((L * D, T, B, P), self.dtype)
+        dc_all = None
+        dlayer = np.array(dy, dtype=self.dtype, order="C")  # (T, B, D*P), a copy we may edit
+        for layer in reversed(range(L)):
+            mask = tape.dropout_masks[layer]
+            if mask is not None:
+                dlayer *= mask
+            dlayer[past_end] = 0.0
+            dx = None
+            for d in range(D):
+                row = layer * D + d
+                dout = np.ascontiguousarray(dlayer[:, :, d * P:(d + 1) * P])
+                dxd, dinit, dw, dh_steps, dc_steps = self._backprop_direction(
+                    tape.weights[row], tape.inputs[layer], tape.steps[row], dout,
+                    tuple(s[row].copy() for s in dfinal), tape.lengths, bool(d))
+                dx = dxd if dx is None else dx + dxd
+                for dst, src in zip(dstate0, dinit):
+                    dst[row] = src
+                sfx = f"_l{layer}{_DIRECTION_SUFFIX[d]}"
+                for name, value in dw.items():
+                    dparams[name + sfx] = value
+                dh_all[row] = dh_steps
+                if dc_steps is not None:
+                    if dc_all is None:
+                        dc_all = np.empty((L * D,) + dc_steps.shape, self.dtype)
+                    dc_all[row] = dc_steps
+            dlayer = dx
+        dparams = {name: dparams[name] for name in self.params}
+        return Gradients(dx=self._to_caller_layout(dlayer, tape.unbatched),
+                         dstate=self._pack_state(dstate0, tape.unbatched),
+                         dparams=dparams, dh=dh_all, dc=dc_all)
+
+    # ----------------------------------------------------------------- per cell
+    def _run_direction(self, w, x, state0, lengths, reverse):
+        """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
+        raise NotImplementedError
+
+    def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
+        """BPTT of one direction: ``(dx, dstate0, dweights, dh_steps, dc_steps or None)``."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0), ("bidirectional", False), ("proj_size", 0)):
+            if getattr(self, name) != default:
+                opts.append(f"{name}={getattr(self, name)!r}")
+        return f"{type(self).__name__}({', '.join(opts)}, dtype={self.dtype})"
+
+
+def _state_sequence(T, B, n, dtype, init, reverse):
+    """``(T + 1, B, n)`` state sequence with the initial state in place (index 0, or T if
+    ``reverse``)."""
+    seq = np.empty((T + 1, B, n), dtype)
+    seq[T if reverse else 0] = init
+    return seq
+
+
+def _outputs(seq, reverse):
+    """The per-step outputs ``(T, B, n)`` and the final state ``(B, n)`` of a state sequence."""
+    T = seq.shape[0] - 1
+    return (seq[:T], seq[0]) if reverse else (seq[1:], seq[T])
+
+
+def _previous(seq, reverse):
+    """The state each step started from, ``(T, B, n)``, in time order."""
+    T = seq.shape[0] - 1
+    return seq[1:] if reverse else seq[:T]
+
+
+class LSTM(Recurrent):
+    r"""Long short-term memory, ``torch.nn.LSTM``'s constructor, parameters and equations.
+
+    ::
+
+        i = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
+        f = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)
+        g = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
+        o = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
+        c_t = f * c_{t-1} + i * g
+        h_t = o * tanh(c_t)            (times W_hr^T when proj_size > 0)
+
+    Parameters (per layer ``k``, ``_reverse`` for the second direction): ``weight_ih_l{k}``
+    ``(4H, I_k)``, ``weight_hh_l{k}`` ``(4H, P)``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``(4H,)``,
+    ``weight_hr_l{k}`` ``(P, H)``; gate blocks in the order ``i, f, g, o``. State ``(h, c)`` with
+    ``h (L*D, B, P)`` and ``c (L*D, B, H)``. Backward equations: :mod:`lstm_np.kernels.lstm`.
+    """
+
+    gate_count = 4
+    state_names = ("h", "c")
+
+    def state_sizes(self):
+        return (self.output_size, self.hidden_size)
+
+    def _run_direction(self, w, x, state0, lengths, reverse):
+        T, B, _ = x.shape
+        H, P = self.hidden_size, self.output_size
+        dt = self.dtype
+        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,4H)
+        h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
+        c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
+        gates = np.empty((T, B, 4 * H), dt)
+        tanh_c = np.empty((T, B, H), dt)
+        has_proj = self.proj_size > 0
+        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
+        lstm_kernels.lstm_forward(xw, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
+                                  lengths, reverse, gates, h_seq, c_seq, tanh_c,
+                                  np.empty((B, 4 * H), dt), np.empty((B, H), dt))
+        out, h_n = _outputs(h_seq, reverse)
+        _, c_n = _outputs(c_seq, reverse)
+        kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
+        return out, (h_n, c_n), kept
+
+    def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
+        T, B, _ = x.shape
+        H, P = self.hidden_size, self.output_size
+        dt = self.dtype
+        dh, dc = dfinal
+        da = np.empty((T, B, 4 * H), dt)
+        dh_steps = np.empty((T, B, P), dt)
+        dc_steps = np.empty((T, B, H), dt)
+        has_proj = self.proj_size > 0
+        w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
+        lstm_kernels.lstm_backward(dy, kept["gates"], kept["c_seq"], kept["tanh_c"],
+                                   w["weight_hh"], w_hr, has_proj, lengths, reverse,
+                                   dh, dc, da, dh_steps, dc_steps, np.empty((B, H), dt))
+        dw = {"weight_ih": _sum_outer(da, x),
+              "weight_hh": _sum_outer(da, _previous(kept["h_seq"], reverse))}
+        if self.bias:
+            dw["bias_ih"] = _sum_rows(da)
+            dw["bias_hh"] = dw["bias_ih"].copy()
+        if has_proj:
+            m = kept["gates"][:, :, 3 * H:] * kept["tanh_c"]             # (T, B, H)
+            dw["weight_hr"] = _sum_outer(dh_steps, m)
+        return _backprop_input(da, w["weight_ih"]), (dh, dc), dw, dh_steps, dc_steps
+
+
+class GRU(Recurrent):
+    r"""Gated recurrent unit, ``torch.nn.GRU``'s constructor, parameters and equations.
+
+    ::
+
+        r = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        n = tanh(W_in x_t + b_in + r * (W_hn h_{t-1} + b_hn))      reset_after=True (torch)
+        n = tanh(W_in x_t + b_in + W_hn (r * h_{t-1}) + b_hn)      reset_after=False
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    ``reset_after=False`` is the other published form (Keras ``reset_after=False``, ONNX
+    ``linear_before_reset=0``); torch has none, the parameters keep the same names and shapes.
+    Parameters: ``weight_ih_l{k}`` ``(3H, I_k)``, ``weight_hh_l{k}`` ``(3H, H)``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``(3H,)``, gate blocks ``r, z, n``. State ``h (L*D, B, H)``.
+    Backward equations: :mod:`lstm_np.kernels.gru`.
+    """
+
+    gate_count = 3
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 reset_after=True):
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype, seed)
+
+    def _run_direction(self, w, x, state0, lengths, reverse):
+        T, B, _ = x.shape
+        H, dt = self.hidden_size, self.dtype
+        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"))        # (T, B, 3H)
+        b_hh = w["bias_hh"] if self.bias else np.zeros(3 * H, dt)
+        h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
+        gates = np.empty((T, B, 3 * H), dt)
+        hn = np.empty((T, B, H), dt)
+        gru_kernels.gru_forward(xw, np.ascontiguousarray(w["weight_hh"].T), b_hh,
+                                self.reset_after, lengths, reverse, gates, h_seq, hn,
+                                np.empty((B, 3 * H), dt))
+        out, h_n = _outputs(h_seq, reverse)
+        return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
+
+    def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
+        T, B, _ = x.shape
+        H, dt = self.hidden_size, self.dtype
+        (dh,) = dfinal
+        dxw = np.empty((T, B, 3 * H), dt)
+        dhw = np.empty((T, B, 3 * H), dt)
+        dh_steps = np.empty((T, B, H), dt)
+        gru_kernels.gru_backward(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
+                                 self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps,
+                                 np.empty((B, H), dt))
+        h_prev = _previous(kept["h_seq"], reverse)
+        if self.reset_after:
+            dw_hh = _sum_outer(dhw, h_prev)
+        else:   # the n block multiplies r * h_prev, kept as hn
+            dw_hh = np.concatenate([_sum_outer(dhw[:, :, :2 * H], h_prev),
+                                    _sum_outer(dhw[:, :, 2 * H:], kept["hn"])])
+        dw = {"weight_ih": _sum_outer(dxw, x), "weight_hh": dw_hh}
+        if self.bias:
+            dw["bias_ih"] = _sum_rows(dxw)
+            dw["bias_hh"] = _sum_rows(dhw)
+        return _backprop_input(dxw, w["weight_ih"]), (dh,), dw, dh_steps, None
+
+
+class RNN(Recurrent):
+    r"""Elman RNN, ``torch.nn.RNN``'s constructor (``nonlinearity`` fourth, as in torch),
+    parameters and equations::
+
+        h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   phi = tanh or relu
+
+    Parameters: ``weight_ih_l{k}`` ``(H, I_k)``, ``weight_hh_l{k}`` ``(H, H)``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` ``(H,)``. State ``h (L*D, B, H)``. Backward: :mod:`lstm_np.kernels.rnn`.
+    """
+
+    gate_count = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype, seed)
+
+    def _run_direction(self, w, x, state0, lengths, reverse):
+        T, B, _ = x.shape
+        H, dt = self.hidden_size, self.dtype
+        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,H)
+        h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
+        rnn_kernels.rnn_forward(xw, np.ascontiguousarray(w["weight_hh"].T),
+                                self.nonlinearity == "relu", lengths, reverse, h_seq,
+                                np.empty((B, H), dt))
+        out, h_n = _outputs(h_seq, reverse)
+        return out, (h_n,), {"h_seq": h_seq}
+
+    def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
+        T, B, _ = x.shape
+        H, dt = self.hidden_size, self.dtype
+        (dh,) = dfinal
+        da = np.empty((T, B, H), dt)
+        dh_steps = np.empty((T, B, H), dt)
+        rnn_kernels.rnn_backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
+                                 lengths, reverse, dh, da, dh_steps)
+        dw = {"weight_ih": _sum_outer(da, x),
+              "weight_hh": _sum_outer(da, _previous(kept["h_seq"], reverse))}
+        if self.bias:
+            dw["bias_ih"] = _sum_rows(da)
+            dw["bias_hh"] = dw["bias_ih"].copy()
+        return _backprop_input(da, w["weight_ih"]), (dh,), dw, dh_steps, None

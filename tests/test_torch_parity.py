@@ -1,0 +1,132 @@
+"""lstm_np equals torch.nn.LSTM/GRU/RNN: outputs, final states and every gradient.
+
+Non-zero biases (drawn by the default init), random upstream gradients on ``y`` and on every
+final state, float64 to 1e-10 relative and float32 to 1e-4 relative.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from helpers import make_layer, max_relative_error, random_input, random_state, state_parts
+from torch_reference import run_torch, torch_module
+
+TOL = {np.float64: 1e-10, np.float32: 1e-4}
+
+OPTIONS = [
+    {},
+    {"num_layers": 3},
+    {"bidirectional": True},
+    {"batch_first": True},
+    {"bias": False},
+    {"num_layers": 2, "bidirectional": True, "batch_first": True},
+]
+LSTM_ONLY = [{"proj_size": 3}, {"proj_size": 2, "num_layers": 2, "bidirectional": True}]
+
+
+def check_parity(cell, options, dtype, T=6, B=3, I=4, H=5, lengths=None, unbatched=False,
+                 seed=0):
+    rng = np.random.default_rng(seed)
+    layer = make_layer(cell, I, H, dtype=dtype, seed=seed, **options)
+    assert all(np.any(v != 0) for k, v in layer.params.items() if k.startswith("bias"))
+    x = random_input(layer, T, B, rng, unbatched)
+    state = random_state(layer, B, rng, unbatched)
+    y, state_n, tape = layer.forward(x, state, lengths=lengths)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dstate = tuple(rng.standard_normal(s.shape).astype(dtype) for s in state_parts(state_n))
+    dstate = dstate if isinstance(state_n, tuple) else dstate[0]
+    grads = layer.backward(tape, dy, dstate)
+
+    y_ref, state_ref, g_ref = run_torch(torch_module(layer), x, state, dy, dstate, lengths)
+    tol = TOL[dtype]
+    errors = {"y": max_relative_error(y, y_ref)}
+    for name, a, b in zip(layer.state_names, state_parts(state_n), state_parts(state_ref)):
+        errors[name + "_n"] = max_relative_error(a, b)
+    errors["dx"] = max_relative_error(grads.dx, g_ref["x"])
+    for name, a in zip(layer.state_names, state_parts(grads.dstate)):
+        errors["d" + name + "0"] = max_relative_error(a, g_ref[name + "0"])
+    for name in layer.params:
+        errors["d" + name] = max_relative_error(grads.dparams[name], g_ref[name])
+    bad = {k: v for k, v in errors.items() if not v <= tol}
+    assert not bad, f"{cell} {options} {np.dtype(dtype)}: errors above {tol}: {bad}"
+    return errors
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "default")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_each_option(cell, options, dtype):
+    check_parity(cell, options, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", LSTM_ONLY, ids=lambda o: ",".join(o))
+def test_lstm_projection(options, dtype):
+    check_parity("lstm", options, dtype)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_nonlinearity(nonlinearity):
+    check_parity("rnn", {"nonlinearity": nonlinearity, "num_layers": 2}, np.float64)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_unbatched(cell):
+    check_parity(cell, {"num_layers": 2, "bidirectional": True}, np.float64, unbatched=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [{}, {"bidirectional": True, "num_layers": 2},
+                                     {"batch_first": True, "bidirectional": True}],
+                         ids=lambda o: ",".join(o) or "default")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_lengths_match_packed_sequences(cell, options, dtype):
+    lengths = np.array([7, 2, 5, 1, 7])
+    check_parity(cell, options, dtype, T=7, B=5, lengths=lengths)
+
+
+def test_lengths_with_projection():
+    check_parity("lstm", {"proj_size": 2, "bidirectional": True, "num_layers": 2}, np.float64,
+                 T=6, B=4, lengths=np.array([3, 6, 1, 4]))
+
+
+def _random_combinations(count, seed):
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+        cell = ["lstm", "gru", "rnn"][rng.integers(3)]
+        options = {"num_layers": int(rng.integers(1, 4)),
+                   "bidirectional": bool(rng.integers(2)),
+                   "batch_first": bool(rng.integers(2)),
+                   "bias": bool(rng.integers(2))}
+        H = int(rng.integers(1, 9))
+        if cell == "lstm" and rng.integers(2) and H > 1:
+            options["proj_size"] = int(rng.integers(1, H))
+        if cell == "rnn":
+            options["nonlinearity"] = ["tanh", "relu"][rng.integers(2)]
+        T, B, I = (int(v) for v in rng.integers(1, 9, 3))
+        lengths = rng.integers(1, T + 1, B) if rng.integers(2) else None
+        dtype = [np.float64, np.float32][rng.integers(2)]
+        yield pytest.param(cell, options, dtype, T, B, I, H, lengths, 100 + n, id=f"combo{n}")
+
+
+@pytest.mark.parametrize("cell,options,dtype,T,B,I,H,lengths,seed",
+                         list(_random_combinations(24, seed=2024)))
+def test_random_combinations(cell, options, dtype, T, B, I, H, lengths, seed):
+    check_parity(cell, options, dtype, T=T, B=B, I=I, H=H, lengths=lengths, seed=seed)
+
+
+def test_parity_test_can_fail():
+    """A gradient off by 1e-8 relative must be caught: the comparison is not vacuous."""
+    rng = np.random.default_rng(0)
+    layer = make_layer("lstm", 3, 4)
+    x = random_input(layer, 5, 2, rng)
+    y, state_n, tape = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    grads = layer.backward(tape, dy)
+    zeros = tuple(np.zeros_like(s) for s in state_n)
+    _, _, ref = run_torch(torch_module(layer), x, zeros, dy, zeros)
+    good = grads.dparams["bias_ih_l0"]
+    assert max_relative_error(good, ref["bias_ih_l0"]) <= 1e-10
+    wrong = good.copy()
+    wrong[np.argmax(np.abs(wrong))] *= 1 + 1e-8
+    assert max_relative_error(wrong, ref["bias_ih_l0"]) > 1e-10
