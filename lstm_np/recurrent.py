@@ -220,8 +220,8 @@ class Recurrent:
         finals = [np.empty_like(s) for s in state0]
         past_end = np.arange(T)[:, None] >= lengths[None, :]   # (T, B)
         training = rng is not None
-        # the tape must own its input: never keep a view of the caller's array
-        layer_in = x.copy() if training and not x.flags.owndata else x
+        # the tape must own its input: never keep the caller's array (or a view of it)
+        layer_in = x.copy() if training else x
         for layer in range(self.num_layers):
             inputs.append(layer_in)
             y = np.empty((T, B, D * P), self.dtype)         # (T, B, D*P)

@@ -1,0 +1,158 @@
+"""The layer API around the math: parameters, init, dropout, aliasing, shapes."""
+import numpy as np
+import pytest
+import torch
+
+import lstm_np
+from helpers import make_layer, max_relative_error, random_state
+from torch_reference import torch_module
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_params_match_torch_keys_shapes_order(cell):
+    layer = make_layer(cell, 5, 6, num_layers=2, bidirectional=True,
+                       **({"proj_size": 3} if cell == "lstm" else {}))
+    module = torch_module(layer)
+    ref = module.state_dict()
+    assert list(layer.params) == list(ref)
+    for name, value in layer.params.items():
+        assert value.shape == tuple(ref[name].shape), name
+        assert value.flags.c_contiguous
+
+
+def test_init_is_uniform_in_bound():
+    layer = lstm_np.LSTM(8, 16, num_layers=2, seed=3)
+    bound = 1 / np.sqrt(16)
+    values = np.concatenate([v.ravel() for v in layer.params.values()])
+    assert values.min() >= -bound and values.max() <= bound
+    assert values.min() < -0.9 * bound and values.max() > 0.9 * bound
+    assert abs(values.mean()) < 0.05 * bound
+    again = lstm_np.LSTM(8, 16, num_layers=2, seed=3)
+    assert all(np.array_equal(layer.params[k], again.params[k]) for k in layer.params)
+
+
+def test_load_state_dict_accepts_torch_tensors_and_round_trips():
+    module = torch.nn.GRU(3, 4, num_layers=2, dtype=torch.float64)
+    layer = lstm_np.GRU(3, 4, num_layers=2, dtype=np.float64)
+    layer.load_state_dict(module.state_dict())
+    for name, value in module.state_dict().items():
+        assert np.array_equal(layer.params[name], value.numpy())
+    sd = layer.state_dict()
+    sd["weight_ih_l0"][0, 0] += 1.0  # a copy: editing it leaves the layer alone
+    assert layer.params["weight_ih_l0"][0, 0] != sd["weight_ih_l0"][0, 0]
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    ({"weight_ih_l0": np.zeros((3, 3))}, ValueError, r"expected shape \(16, 3\)"),
+    ({"weight_ih_l1": np.zeros((16, 3))}, KeyError, "unexpected keys"),
+    ({"weight_ih_l0": np.full((16, 3), np.nan)}, ValueError, "finite"),
+    ({"weight_ih_l0": np.zeros((16, 3), dtype=np.int64)}, TypeError, "floating"),
+])
+def test_load_state_dict_refuses_and_changes_nothing(bad, error, match):
+    layer = lstm_np.LSTM(3, 4)
+    before = layer.state_dict()
+    mapping = {**before, **bad}
+    with pytest.raises(error, match=match):
+        layer.load_state_dict(mapping)
+    assert all(np.array_equal(before[k], layer.params[k]) for k in before)
+
+
+def test_load_state_dict_strict():
+    layer = lstm_np.LSTM(3, 4)
+    partial = {"weight_ih_l0": np.ones((16, 3))}
+    with pytest.raises(KeyError, match="missing keys"):
+        layer.load_state_dict(partial)
+    missing, unexpected = layer.load_state_dict(partial, strict=False)
+    assert "weight_hh_l0" in missing and unexpected == []
+    assert np.all(layer.params["weight_ih_l0"] == 1)
+
+
+def test_dropout_matches_torch_layer_by_layer():
+    """Dropout between layers: with the mask kept in the tape, a stack of one-layer torch LSTMs
+    with that mask applied in between gives the same outputs and gradients."""
+    rng = np.random.default_rng(0)
+    layer = lstm_np.LSTM(3, 4, num_layers=2, dropout=0.5, dtype=np.float64, seed=1)
+    x = rng.standard_normal((6, 2, 3))
+    y, (h_n, c_n), tape = layer.forward(x)
+    mask = tape.dropout_masks[0]
+    assert mask is not None and set(np.unique(mask)) <= {0.0, 2.0} and 0 < mask.mean() < 2
+    dy = rng.standard_normal(y.shape)
+    grads = layer.backward(tape, dy)
+
+    xt = torch.from_numpy(x).requires_grad_(True)
+    mods = []
+    for k in range(2):
+        m = torch.nn.LSTM(3 if k == 0 else 4, 4, dtype=torch.float64)
+        m.load_state_dict({n.replace(f"_l{k}", "_l0"): torch.from_numpy(v)
+                           for n, v in layer.params.items() if n.endswith(f"_l{k}")})
+        mods.append(m)
+    y0, _ = mods[0](xt)
+    y1, _ = mods[1](y0 * torch.from_numpy(mask))
+    (y1 * torch.from_numpy(dy)).sum().backward()
+    assert max_relative_error(y, y1.detach().numpy()) <= 1e-12
+    assert max_relative_error(grads.dx, xt.grad.numpy()) <= 1e-12
+    assert max_relative_error(grads.dparams["weight_hh_l0"],
+                              mods[0].weight_hh_l0.grad.numpy()) <= 1e-12
+    # inference never drops
+    y_inf, _ = layer(x)
+    no_drop = lstm_np.LSTM(3, 4, num_layers=2, dtype=np.float64)
+    no_drop.load_state_dict(layer.params)
+    assert np.array_equal(y_inf, no_drop(x)[0])
+
+
+def test_dropout_is_seeded():
+    x = np.ones((4, 2, 3), np.float32)
+    a = lstm_np.GRU(3, 4, num_layers=3, dropout=0.3, seed=5)
+    b = lstm_np.GRU(3, 4, num_layers=3, dropout=0.3, seed=5)
+    ya, _, ta = a.forward(x)
+    yb, _, tb = b.forward(x)
+    assert np.array_equal(ya, yb)
+    assert all(np.array_equal(m1, m2) for m1, m2 in zip(ta.dropout_masks[:2], tb.dropout_masks[:2]))
+
+
+def test_tape_never_aliases_caller_arrays():
+    rng = np.random.default_rng(0)
+    layer = make_layer("lstm", 3, 4)
+    x = rng.standard_normal((5, 2, 3))
+    state = random_state(layer, 2, rng)
+    y, state_n, tape = layer.forward(x, state)
+    dy = rng.standard_normal(y.shape)
+    expected = layer.backward(tape, dy)
+    x[...] = 0.0              # the caller reuses its buffers...
+    state[0][...] = 0.0
+    state[1][...] = 0.0
+    y[...] = 0.0
+    state_n[0][...] = 0.0
+    again = layer.backward(tape, dy)   # ...and the tape is unaffected
+    assert np.array_equal(expected.dx, again.dx)
+    for k in expected.dparams:
+        assert np.array_equal(expected.dparams[k], again.dparams[k])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inference_equals_training_forward(cell):
+    rng = np.random.default_rng(2)
+    layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, dtype=np.float32)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    y1, s1 = layer(x)
+    y2, s2, _ = layer.forward(x)
+    assert y1.dtype == np.float32 and np.array_equal(y1, y2)
+
+
+def test_shapes_and_gradients_container():
+    layer = lstm_np.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2,
+                         batch_first=True, dtype=np.float64)
+    x = np.zeros((4, 7, 3))
+    y, (h, c), tape = layer.forward(x)
+    assert y.shape == (4, 7, 4) and h.shape == (4, 4, 2) and c.shape == (4, 4, 5)
+    grads = layer.backward(tape, np.ones_like(y))
+    assert grads.dx.shape == x.shape
+    assert grads.dh.shape == (4, 7, 4, 2) and grads.dc.shape == (4, 7, 4, 5)
+    assert tape.gates(1, 1).shape == (7, 4, 20)
+    assert list(grads.dparams) == list(layer.params)
+
+
+def test_unbatched_shapes():
+    layer = lstm_np.GRU(3, 5, num_layers=2, bidirectional=True, dtype=np.float64)
+    y, h = layer(np.zeros((6, 3)))
+    assert y.shape == (6, 10) and h.shape == (4, 5)
