@@ -1,19 +1,8 @@
-"""Small building blocks shared by the cell kernels: a row-major product, sigmoid, masking.
+"""Small building blocks shared by the cell kernels: a row-major product, step indexing, masking.
 
 All functions are ``@njit`` and work in place on arrays the caller owns.
 """
-import math
-
 from ._jit import jit
-
-
-@jit
-def sigmoid(x):
-    """Logistic function, overflow-free for either sign of ``x``."""
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 @jit

@@ -30,46 +30,63 @@ After the loop (caller, one product over all ``T * B`` rows): ``dW_ih = dxw^T x`
 the ``n`` block is ``dhw_n^T (r * h_{prev})``), ``dx = dxw W_ih``.
 Rows past their length (``t >= lengths[b]``) carry their state and pass gradients through.
 """
-import math
+import numpy as np
 
-from ._blocks import add_into, carry_past_end, matmul_add, sigmoid, step_indices
+from ._activations import sigmoid, tanh
+from ._blocks import add_into, matmul_add, step_indices
 from ._jit import jit
 
 
 @jit
-def gru_cell(xw, hw, h_prev, w_hh_t, reset_after, t, lengths, gates, hn, h):
-    """One step for all rows. ``hw (B, 3H)`` enters as ``h_prev W_hh^T + b_hh`` (only the
-    ``r, z`` blocks when ``reset_after`` is False; its ``n`` block then holds ``b_hn``). Writes
-    ``gates (B, 3H)``, ``hn (B, H)`` and ``h (B, H)``."""
+def gru_gates_rz(xw, hw, h_prev, reset_after, t, lengths, gates, hn):
+    """First half of a step: ``r``, ``z`` into ``gates[:, :2H]`` and ``hn`` (``hw_n`` if
+    ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
+    ``reset_after=False`` its ``n`` block holds only ``b_hn``)."""
+    B, H = h_prev.shape
+    for b in range(B):
+        g_b = gates[b]
+        hn_b = hn[b]
+        if t >= lengths[b]:
+            g_b[:2 * H] = 0.0
+            hn_b[:] = 0.0
+            continue
+        x_b = xw[b]
+        hw_b = hw[b]
+        for j in range(2 * H):
+            g_b[j] = sigmoid(x_b[j] + hw_b[j])
+        if reset_after:
+            hn_b[:] = hw_b[2 * H:]
+        else:
+            hp_b = h_prev[b]
+            for j in range(H):
+                hn_b[j] = g_b[j] * hp_b[j]
+
+
+@jit
+def gru_candidate(xw, hw, h_prev, reset_after, t, lengths, gates, h):
+    """Second half of a step: ``n`` into ``gates[:, 2H:]`` and the new state ``h``. For
+    ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
+    Rows past their length carry ``h_prev``."""
     B, H = h.shape
     for b in range(B):
-        active = t < lengths[b]
-        for j in range(H):
-            if active:
-                gates[b, j] = sigmoid(xw[b, j] + hw[b, j])
-                gates[b, H + j] = sigmoid(xw[b, H + j] + hw[b, H + j])
-            else:
-                gates[b, j] = 0.0
-                gates[b, H + j] = 0.0
-            hn[b, j] = hw[b, 2 * H + j] if reset_after else gates[b, j] * h_prev[b, j]
-    if not reset_after:
-        matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
-    for b in range(B):
+        g_b = gates[b]
+        h_b = h[b]
+        hp_b = h_prev[b]
         if t >= lengths[b]:
-            for j in range(H):
-                gates[b, 2 * H + j] = 0.0
-                hn[b, j] = 0.0
-                h[b, j] = h_prev[b, j]
+            g_b[2 * H:] = 0.0
+            h_b[:] = hp_b
             continue
+        x_b = xw[b]
+        hw_b = hw[b]
+        if reset_after:
+            for j in range(H):
+                g_b[2 * H + j] = tanh(x_b[2 * H + j] + g_b[j] * hw_b[2 * H + j])
+        else:
+            for j in range(H):
+                g_b[2 * H + j] = tanh(x_b[2 * H + j] + hw_b[2 * H + j])
         for j in range(H):
-            r = gates[b, j]
-            z = gates[b, H + j]
-            if reset_after:
-                n = math.tanh(xw[b, 2 * H + j] + r * hw[b, 2 * H + j])
-            else:
-                n = math.tanh(xw[b, 2 * H + j] + hw[b, 2 * H + j])
-            gates[b, 2 * H + j] = n
-            h[b, j] = (1.0 - z) * n + z * h_prev[b, j]
+            z = g_b[H + j]
+            h_b[j] = (1.0 - z) * g_b[2 * H + j] + z * hp_b[j]
 
 
 @jit
@@ -88,7 +105,81 @@ def gru_forward(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, h
         for b in range(B):
             hw[b, :] = b_hh
         matmul_add(h_seq[p], w_hh_t, hw, 0, H, 0, rz_end)
-        gru_cell(xw[t], hw, h_seq[p], w_hh_t, reset_after, t, lengths, gates[t], hn[t], h_seq[q])
+        gru_gates_rz(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        if not reset_after:
+            matmul_add(hn[t], w_hh_t, hw, 0, H, 2 * H, 3 * H)
+        gru_candidate(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+
+
+def gru_forward_blas(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
+    """:func:`gru_forward` with the per-step products in NumPy's BLAS (faster for large ``B*H``);
+    same arguments, same results up to summation order."""
+    T, B, G = xw.shape
+    H = G // 3
+    w_rec = w_hh_t if reset_after else w_hh_t[:, :2 * H]
+    w_n = w_hh_t[:, 2 * H:]
+    for s in range(T):
+        t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
+        hw[:, :] = b_hh
+        hw[:, :w_rec.shape[1]] += h_seq[p] @ w_rec
+        gru_gates_rz(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        if not reset_after:
+            hw[:, 2 * H:] += hn[t] @ w_n
+        gru_candidate(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+
+
+@jit
+def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
+    """Per-row backward of one step, all but the ``r`` gate of ``reset_after=False`` (which needs
+    ``d(rh)`` first, see :func:`gru_reset_backward`). Writes ``gx`` (gradient of ``xw``) and ``gh``
+    (gradient of ``hw``), both ``(B, 3H)``."""
+    B, H = dh_t.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            gx[b, :] = 0.0
+            gh[b, :] = 0.0
+            continue
+        for j in range(H):
+            r = gates[b, j]
+            z = gates[b, H + j]
+            n = gates[b, 2 * H + j]
+            g = dh_t[b, j]
+            dz_pre = g * (h_prev[b, j] - n) * z * (1.0 - z)
+            dn_pre = g * (1.0 - z) * (1.0 - n * n)
+            gx[b, H + j] = dz_pre
+            gh[b, H + j] = dz_pre
+            gx[b, 2 * H + j] = dn_pre
+            if reset_after:
+                dr_pre = dn_pre * hn[b, j] * r * (1.0 - r)
+                gx[b, j] = dr_pre
+                gh[b, j] = dr_pre
+                gh[b, 2 * H + j] = dn_pre * r
+            else:
+                gh[b, 2 * H + j] = dn_pre
+
+
+@jit
+def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh, dh):
+    """Finish a step's backward: for ``reset_after=False`` the ``r`` gate from
+    ``drh = dn_pre W_hn``; for both forms the direct part of the carried gradient,
+    ``dh = dh_t * z (+ drh * r)`` (the caller adds ``gh W_hh``); rows past their length pass
+    ``dh_t`` through."""
+    B, H = dh_t.shape
+    for b in range(B):
+        if t >= lengths[b]:
+            for j in range(H):
+                dh[b, j] = dh_t[b, j]
+            continue
+        for j in range(H):
+            r = gates[b, j]
+            z = gates[b, H + j]
+            if reset_after:
+                dh[b, j] = dh_t[b, j] * z
+            else:
+                dr_pre = drh[b, j] * h_prev[b, j] * r * (1.0 - r)
+                gx[b, j] = dr_pre
+                gh[b, j] = dr_pre
+                dh[b, j] = dh_t[b, j] * z + drh[b, j] * r
 
 
 @jit
@@ -107,51 +198,34 @@ def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
         t, p, q = step_indices(T - 1 - s, T, reverse)
         dh_t = dh_steps[t]
         add_into(dh_t, dh, dy[t])
-        h_prev = h_seq[p]
-        gx = dxw[t]
-        gh = dhw[t]
-        for b in range(B):
-            if t >= lengths[b]:
-                gx[b, :] = 0.0
-                gh[b, :] = 0.0
-                continue
-            for j in range(H):
-                r = gates[t, b, j]
-                z = gates[t, b, H + j]
-                n = gates[t, b, 2 * H + j]
-                g = dh_t[b, j]
-                dz_pre = g * (h_prev[b, j] - n) * z * (1.0 - z)
-                dn_pre = g * (1.0 - z) * (1.0 - n * n)
-                gx[b, H + j] = dz_pre
-                gh[b, H + j] = dz_pre
-                gx[b, 2 * H + j] = dn_pre
-                if reset_after:
-                    dr_pre = dn_pre * hn[t, b, j] * r * (1.0 - r)
-                    gx[b, j] = dr_pre
-                    gh[b, j] = dr_pre
-                    gh[b, 2 * H + j] = dn_pre * r
-                else:
-                    gh[b, 2 * H + j] = dn_pre
+        gru_cell_backward(dh_t, gates[t], h_seq[p], hn[t], reset_after, t, lengths,
+                          dxw[t], dhw[t])
         if not reset_after:
             drh[:, :] = 0.0
-            matmul_add(gh, w_hh, drh, 2 * H, 3 * H, 0, H)
-            for b in range(B):
-                if t >= lengths[b]:
-                    continue
-                for j in range(H):
-                    r = gates[t, b, j]
-                    dr_pre = drh[b, j] * h_prev[b, j] * r * (1.0 - r)
-                    gx[b, j] = dr_pre
-                    gh[b, j] = dr_pre
-        for b in range(B):
-            for j in range(H):
-                if t >= lengths[b]:
-                    dh[b, j] = dh_t[b, j]
-                elif reset_after:
-                    dh[b, j] = dh_t[b, j] * gates[t, b, H + j]
-                else:
-                    dh[b, j] = dh_t[b, j] * gates[t, b, H + j] + drh[b, j] * gates[t, b, j]
-        matmul_add(gh, w_hh, dh, 0, rz_end, 0, H)
+            matmul_add(dhw[t], w_hh, drh, 2 * H, 3 * H, 0, H)
+        gru_reset_backward(dh_t, drh, gates[t], h_seq[p], reset_after, t, lengths,
+                           dxw[t], dhw[t], dh)
+        matmul_add(dhw[t], w_hh, dh, 0, rz_end, 0, H)
+
+
+def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
+                      dh, dxw, dhw, dh_steps, drh):
+    """:func:`gru_backward` with the per-step products in NumPy's BLAS; same arguments."""
+    T, B, H = dy.shape
+    rz_end = 3 * H if reset_after else 2 * H
+    w_rec = w_hh[:rz_end]
+    w_n = w_hh[2 * H:]
+    for s in range(T):
+        t, p = (s, s + 1) if reverse else (T - 1 - s, T - 1 - s)
+        dh_t = dh_steps[t]
+        np.add(dh, dy[t], out=dh_t)
+        gru_cell_backward(dh_t, gates[t], h_seq[p], hn[t], reset_after, t, lengths,
+                          dxw[t], dhw[t])
+        if not reset_after:
+            np.matmul(dhw[t][:, 2 * H:], w_n, out=drh)
+        gru_reset_backward(dh_t, drh, gates[t], h_seq[p], reset_after, t, lengths,
+                           dxw[t], dhw[t], dh)
+        dh += dhw[t][:, :rz_end] @ w_rec
 
 
 @jit
@@ -165,4 +239,7 @@ def gru_step(x, w_ih_t, b_ih, w_hh_t, b_hh, reset_after, ones, h, xw, hw, gates,
         hw[b, :] = b_hh
     matmul_add(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
-    gru_cell(xw, hw, h, w_hh_t, reset_after, 0, ones, gates, hn, h_next)
+    gru_gates_rz(xw, hw, h, reset_after, 0, ones, gates, hn)
+    if not reset_after:
+        matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
+    gru_candidate(xw, hw, h, reset_after, 0, ones, gates, h_next)

@@ -16,8 +16,9 @@ After the loop (caller): ``dW_ih = da^T x``, ``dW_hh = da^T h_{prev}``,
 ``db_ih = db_hh = sum da``, ``dx = da W_ih``.
 Rows past their length (``t >= lengths[b]``) carry their state and pass gradients through.
 """
-import math
+import numpy as np
 
+from ._activations import tanh
 from ._blocks import add_into, carry_past_end, matmul_add, step_indices
 from ._jit import jit
 
@@ -29,8 +30,14 @@ def rnn_cell(a, relu, t, lengths, h):
     for b in range(B):
         if t >= lengths[b]:
             continue
-        for j in range(H):
-            h[b, j] = max(a[b, j], 0.0) if relu else math.tanh(a[b, j])
+        a_b = a[b]
+        h_b = h[b]
+        if relu:
+            for j in range(H):
+                h_b[j] = a_b[j] if a_b[j] > 0.0 else 0.0
+        else:
+            for j in range(H):
+                h_b[j] = tanh(a_b[j])
 
 
 @jit
@@ -47,6 +54,31 @@ def rnn_forward(xw, w_hh_t, relu, lengths, reverse, h_seq, a):
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
+def rnn_forward_blas(xw, w_hh_t, relu, lengths, reverse, h_seq, a):
+    """:func:`rnn_forward` with the per-step product in NumPy's BLAS; same arguments."""
+    T = xw.shape[0]
+    for s in range(T):
+        t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
+        np.matmul(h_seq[p], w_hh_t, out=a)
+        a += xw[t]
+        rnn_cell(a, relu, t, lengths, h_seq[q])
+        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+
+
+@jit
+def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
+    """``da = dh_t * phi'(a)`` from the step's output ``h``; zero past each length."""
+    B, H = dh_t.shape
+    for b in range(B):
+        for j in range(H):
+            if t >= lengths[b]:
+                da[b, j] = 0.0
+            elif relu:
+                da[b, j] = dh_t[b, j] if h[b, j] > 0.0 else 0.0
+            else:
+                da[b, j] = dh_t[b, j] * (1.0 - h[b, j] * h[b, j])
+
+
 @jit
 def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
     """BPTT for one direction. In: ``dy (T, B, H)``, ``h_seq`` from :func:`rnn_forward`,
@@ -57,17 +89,21 @@ def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
         t, p, q = step_indices(T - 1 - s, T, reverse)
         dh_t = dh_steps[t]
         add_into(dh_t, dh, dy[t])
-        h = h_seq[q]
-        for b in range(B):
-            for j in range(H):
-                if t >= lengths[b]:
-                    da[t, b, j] = 0.0
-                elif relu:
-                    da[t, b, j] = dh_t[b, j] if h[b, j] > 0.0 else 0.0
-                else:
-                    da[t, b, j] = dh_t[b, j] * (1.0 - h[b, j] * h[b, j])
+        rnn_cell_backward(dh_t, h_seq[q], relu, t, lengths, da[t])
         dh[:, :] = 0.0
         matmul_add(da[t], w_hh, dh, 0, H, 0, H)
+        carry_past_end(t, lengths, dh_t, dh)
+
+
+def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
+    """:func:`rnn_backward` with the per-step product in NumPy's BLAS; same arguments."""
+    T = dy.shape[0]
+    for s in range(T):
+        t, q = (s, s) if reverse else (T - 1 - s, T - s)
+        dh_t = dh_steps[t]
+        np.add(dh, dy[t], out=dh_t)
+        rnn_cell_backward(dh_t, h_seq[q], relu, t, lengths, da[t])
+        np.matmul(da[t], w_hh, out=dh)
         carry_past_end(t, lengths, dh_t, dh)
 
 

@@ -66,6 +66,12 @@ class Recurrent:
 
     gate_count = 1
     state_names = ("h",)
+    #: which time-loop implementation runs: ``"loop"`` (the whole loop in one Numba kernel, best
+    #: for small ``B * H``), ``"blas"`` (NumPy's BLAS for each step's product, the same Numba gate
+    #: math; best for large ``B * H``) or ``"auto"`` (chosen per call from ``B * G * H``).
+    kernel = "auto"
+    #: ``"auto"`` picks ``"blas"`` when ``B * G * H`` (the width of a step's gate block) reaches this.
+    blas_threshold = 8192
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
@@ -301,6 +307,15 @@ class Recurrent:
                          dparams=dparams, dh=dh_all, dc=dc_all)
 
     # ----------------------------------------------------------------- per cell
+    def _kernels(self, batch, loop, blas):
+        """The loop kernel or its BLAS-stepped twin (same arguments), per ``self.kernel``."""
+        if self.kernel not in ("auto", "loop", "blas"):
+            raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
+        if self.kernel == "auto":
+            return blas if batch * self.gate_count * self.hidden_size >= self.blas_threshold \
+                else loop
+        return blas if self.kernel == "blas" else loop
+
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
         raise NotImplementedError
@@ -373,9 +388,10 @@ class LSTM(Recurrent):
         tanh_c = np.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        lstm_kernels.lstm_forward(xw, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
-                                  lengths, reverse, gates, h_seq, c_seq, tanh_c,
-                                  np.empty((B, 4 * H), dt), np.empty((B, H), dt))
+        forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
+        forward(xw, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
+                lengths, reverse, gates, h_seq, c_seq, tanh_c,
+                np.empty((B, 4 * H), dt), np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -391,7 +407,8 @@ class LSTM(Recurrent):
         dc_steps = np.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
-        lstm_kernels.lstm_backward(dy, kept["gates"], kept["c_seq"], kept["tanh_c"],
+        backward = self._kernels(B, lstm_kernels.lstm_backward, lstm_kernels.lstm_backward_blas)
+        backward(dy, kept["gates"], kept["c_seq"], kept["tanh_c"],
                                    w["weight_hh"], w_hr, has_proj, lengths, reverse,
                                    dh, dc, da, dh_steps, dc_steps, np.empty((B, H), dt))
         dw = {"weight_ih": _sum_outer(da, x),
@@ -440,7 +457,8 @@ class GRU(Recurrent):
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = np.empty((T, B, 3 * H), dt)
         hn = np.empty((T, B, H), dt)
-        gru_kernels.gru_forward(xw, np.ascontiguousarray(w["weight_hh"].T), b_hh,
+        forward = self._kernels(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas)
+        forward(xw, np.ascontiguousarray(w["weight_hh"].T), b_hh,
                                 self.reset_after, lengths, reverse, gates, h_seq, hn,
                                 np.empty((B, 3 * H), dt))
         out, h_n = _outputs(h_seq, reverse)
@@ -453,7 +471,8 @@ class GRU(Recurrent):
         dxw = np.empty((T, B, 3 * H), dt)
         dhw = np.empty((T, B, 3 * H), dt)
         dh_steps = np.empty((T, B, H), dt)
-        gru_kernels.gru_backward(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
+        backward = self._kernels(B, gru_kernels.gru_backward, gru_kernels.gru_backward_blas)
+        backward(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
                                  self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps,
                                  np.empty((B, H), dt))
         h_prev = _previous(kept["h_seq"], reverse)
@@ -495,7 +514,8 @@ class RNN(Recurrent):
         H, dt = self.hidden_size, self.dtype
         xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,H)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
-        rnn_kernels.rnn_forward(xw, np.ascontiguousarray(w["weight_hh"].T),
+        forward = self._kernels(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas)
+        forward(xw, np.ascontiguousarray(w["weight_hh"].T),
                                 self.nonlinearity == "relu", lengths, reverse, h_seq,
                                 np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
@@ -507,7 +527,8 @@ class RNN(Recurrent):
         (dh,) = dfinal
         da = np.empty((T, B, H), dt)
         dh_steps = np.empty((T, B, H), dt)
-        rnn_kernels.rnn_backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
+        backward = self._kernels(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas)
+        backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
                                  lengths, reverse, dh, da, dh_steps)
         dw = {"weight_ih": _sum_outer(da, x),
               "weight_hh": _sum_outer(da, _previous(kept["h_seq"], reverse))}
