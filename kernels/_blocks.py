@@ -50,3 +50,15 @@ def add_into(out, a, b):
     for i in range(B):
         for j in range(N):
             out[i, j] = a[i, j] + b[i, j]
+
+
+@jit
+def all_finite(x):
+    """True when every entry of the 2-D array ``x`` is finite (no NaN, no +-Inf)."""
+    B, N = x.shape
+    for b in range(B):
+        for j in range(N):
+            v = x[b, j]
+            if v - v != 0.0:   # NaN - NaN and Inf - Inf are NaN
+                return False
+    return True

@@ -33,7 +33,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, matmul_add, step_indices
+from ._blocks import add_into, all_finite, matmul_add, step_indices
 from ._jit import jit
 
 
@@ -229,11 +229,18 @@ def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
 
 
 @jit
-def gru_step(x, w_ih_t, b_ih, w_hh_t, b_hh, reset_after, ones, h, xw, hw, gates, hn, h_next):
-    """One streaming step for ``B`` rows: ``x (B, I)``, ``h (B, H)`` -> ``h_next (B, H)``.
-    ``w_ih_t (I, 3H)``; ``ones (B,)`` int64 ones. Scratch ``xw``, ``hw``, ``gates (B, 3H)``,
-    ``hn (B, H)``."""
+def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
+    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state (returns
+    False, changing nothing, when ``x`` has a NaN or Inf).
+    ``w_ih_t (I, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih``, ``b_hh (3H,)``; ``ones (B,)`` int64 ones;
+    ``work`` 1-D scratch of at least ``B * 10H`` entries."""
+    if not all_finite(x):
+        return False
     B, H = h.shape
+    xw = work[:B * 3 * H].reshape((B, 3 * H))
+    hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
+    gates = work[B * 6 * H:B * 9 * H].reshape((B, 3 * H))
+    hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
     for b in range(B):
         xw[b, :] = b_ih
         hw[b, :] = b_hh
@@ -242,4 +249,5 @@ def gru_step(x, w_ih_t, b_ih, w_hh_t, b_hh, reset_after, ones, h, xw, hw, gates,
     gru_gates_rz(xw, hw, h, reset_after, 0, ones, gates, hn)
     if not reset_after:
         matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
-    gru_candidate(xw, hw, h, reset_after, 0, ones, gates, h_next)
+    gru_candidate(xw, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
+    return True

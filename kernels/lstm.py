@@ -36,7 +36,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, carry_past_end, matmul_add, step_indices
+from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices
 from ._jit import jit
 
 
@@ -196,19 +196,31 @@ def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, 
 
 
 @jit
-def lstm_step(x, w_ih_t, bias, w_hh_t, w_hr_t, has_proj, ones, h, c, a, m, gates, tanh_c,
-              h_next, c_next):
-    """One streaming step for ``B`` rows: ``x (B, I)`` and the state ``h (B, P)``, ``c (B, H)``
-    give ``h_next``, ``c_next``. ``w_ih_t (I, 4H)``, ``bias (4H,)`` = ``b_ih + b_hh``.
-    Scratch: ``a (B, 4H)``, ``m (B, H)``, ``gates (B, 4H)``, ``tanh_c (B, H)``.
+def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
+    """One streaming step for ``B`` rows, in place: ``x (B, I)`` and the state ``h (B, P)``,
+    ``c (B, H)`` are replaced by the next state. Returns False, changing nothing, when ``x``
+    has a NaN or Inf. ``w_ih_t (I, 4H)``, ``w_hh_t (P, 4H)``,
+    ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``ones (B,)`` int64
+    ones; ``work`` 1-D scratch of at least ``B * (10H + P)`` entries.
     """
-    B = x.shape[0]
+    if not all_finite(x):
+        return False
+    B, H = c.shape
+    P = h.shape[1]
+    a = work[:B * 4 * H].reshape((B, 4 * H))
+    gates = work[B * 4 * H:B * 8 * H].reshape((B, 4 * H))
+    tanh_c = work[B * 8 * H:B * 9 * H].reshape((B, H))
+    m = work[B * 9 * H:B * 10 * H].reshape((B, H))
+    h_next = work[B * 10 * H:B * (10 * H + P)].reshape((B, P))
     for b in range(B):
         a[b, :] = bias
-    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, a.shape[1])
-    matmul_add(h, w_hh_t, a, 0, h.shape[1], 0, a.shape[1])
-    out = m if has_proj else h_next
-    lstm_cell(a, c, 0, ones, gates, c_next, tanh_c, out)
+    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, 4 * H)
+    matmul_add(h, w_hh_t, a, 0, P, 0, 4 * H)
+    lstm_cell(a, c, 0, ones, gates, c, tanh_c, m)   # c is read per element before it is written
     if has_proj:
         h_next[:, :] = 0.0
-        matmul_add(m, w_hr_t, h_next, 0, m.shape[1], 0, h_next.shape[1])
+        matmul_add(m, w_hr_t, h_next, 0, H, 0, P)
+        h[:, :] = h_next
+    else:
+        h[:, :] = m
+    return True

@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blocks import add_into, carry_past_end, matmul_add, step_indices
+from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices
 from ._jit import jit
 
 
@@ -108,12 +108,18 @@ def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps)
 
 
 @jit
-def rnn_step(x, w_ih_t, bias, w_hh_t, relu, ones, h, a, h_next):
-    """One streaming step: ``x (B, I)``, ``h (B, H)`` -> ``h_next``. ``w_ih_t (I, H)``,
-    ``bias (H,)`` = ``b_ih + b_hh``, ``ones (B,)`` int64 ones. Scratch ``a (B, H)``."""
+def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
+    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state (returns
+    False, changing nothing, when ``x`` has a NaN or Inf).
+    ``w_ih_t (I, H)``, ``w_hh_t (H, H)``, ``bias (H,)`` = ``b_ih + b_hh``; ``ones (B,)`` int64
+    ones; ``work`` 1-D scratch of at least ``B * H`` entries."""
+    if not all_finite(x):
+        return False
     B, H = h.shape
+    work = work[:B * H].reshape((B, H))
     for b in range(B):
-        a[b, :] = bias
-    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, H)
-    matmul_add(h, w_hh_t, a, 0, H, 0, H)
-    rnn_cell(a, relu, 0, ones, h_next)
+        work[b, :] = bias
+    matmul_add(x, w_ih_t, work, 0, x.shape[1], 0, H)
+    matmul_add(h, w_hh_t, work, 0, H, 0, H)
+    rnn_cell(work, relu, 0, ones, h)
+    return True

@@ -89,3 +89,21 @@ def lengths_array(lengths, batch, steps):
         raise ValueError(f"lengths: expected values in [1, {steps}] (T = {steps}), "
                          f"got min {arr.min()} and max {arr.max()}")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def slot_index(slots, size):
+    """Rows to act on: a boolean mask of length ``size`` or integer indices in ``[0, size)``,
+    returned as an int64 index array."""
+    arr = to_numpy(slots, "slots")
+    if arr.dtype == bool:
+        if arr.shape != (size,):
+            raise ValueError(f"slots: expected a boolean mask of shape ({size},), got {arr.shape}")
+        return np.flatnonzero(arr)
+    if arr.dtype.kind not in "iu" or arr.ndim > 1:
+        raise TypeError(f"slots: expected row indices (ints) or a boolean mask, got dtype "
+                        f"{arr.dtype} and shape {arr.shape}")
+    arr = arr.reshape(-1).astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= size):
+        raise ValueError(f"slots: expected indices in [0, {size - 1}], got min {arr.min()} "
+                         f"and max {arr.max()}")
+    return arr

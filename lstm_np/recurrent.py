@@ -306,6 +306,11 @@ class Recurrent:
                          dstate=self._pack_state(dstate0, tape.unbatched),
                          dparams=dparams, dh=dh_all, dc=dc_all)
 
+    def stream(self, batch_size=1, state=None):
+        """A :class:`~lstm_np.streaming.Stream`: one time step per call, state carried inside."""
+        from .streaming import Stream
+        return Stream(self, batch_size, state)
+
     # ----------------------------------------------------------------- per cell
     def _kernels(self, batch, loop, blas):
         """The loop kernel or its BLAS-stepped twin (same arguments), per ``self.kernel``."""
@@ -373,9 +378,22 @@ class LSTM(Recurrent):
 
     gate_count = 4
     state_names = ("h", "c")
+    step_kernel = staticmethod(lstm_kernels.lstm_step)
 
     def state_sizes(self):
         return (self.output_size, self.hidden_size)
+
+    def step_work_size(self):
+        return 10 * self.hidden_size + self.output_size
+
+    def step_weights(self, layer):
+        w = self._weights(layer, 0)
+        dt = self.dtype
+        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * self.hidden_size, dt)
+        has_proj = self.proj_size > 0
+        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
+        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
+                bias, w_hr_t, has_proj)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
@@ -441,6 +459,16 @@ class GRU(Recurrent):
     """
 
     gate_count = 3
+    step_kernel = staticmethod(gru_kernels.gru_step)
+
+    def step_work_size(self):
+        return 10 * self.hidden_size
+
+    def step_weights(self, layer):
+        w = self._weights(layer, 0)
+        zeros = np.zeros(3 * self.hidden_size, self.dtype)
+        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
+                w.get("bias_ih", zeros).copy(), w.get("bias_hh", zeros).copy(), self.reset_after)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
@@ -499,6 +527,16 @@ class RNN(Recurrent):
     """
 
     gate_count = 1
+    step_kernel = staticmethod(rnn_kernels.rnn_step)
+
+    def step_work_size(self):
+        return self.hidden_size
+
+    def step_weights(self, layer):
+        w = self._weights(layer, 0)
+        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(self.hidden_size, self.dtype)
+        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
+                bias, self.nonlinearity == "relu")
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,

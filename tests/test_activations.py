@@ -1,0 +1,65 @@
+"""The vectorisable exp/expm1/sigmoid/tanh of the kernels against numpy, in ulps, over the whole
+float64 range, tiny arguments, and the special values."""
+import numpy as np
+import pytest
+from numba import njit
+
+from lstm_np.kernels import _activations as act
+
+
+@njit
+def _apply(kind, x, out):
+    for i in range(x.size):
+        if kind == 0:
+            out[i] = act.exp(x[i])
+        elif kind == 1:
+            out[i] = act.expm1(x[i])
+        elif kind == 2:
+            out[i] = act.sigmoid(x[i])
+        else:
+            out[i] = act.tanh(x[i])
+
+
+def _sigmoid_reference(x):
+    e = np.exp(-np.abs(x))       # correctly rounded to ~0.5 ulp, no cancellation on either side
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _reference(kind, x):
+    with np.errstate(over="ignore"):
+        return [np.exp, np.expm1, _sigmoid_reference, np.tanh][kind](x)
+
+
+X = np.concatenate([np.linspace(-700, 700, 100001), np.geomspace(1e-300, 30, 20001),
+                    -np.geomspace(1e-300, 30, 20001), np.random.default_rng(0).standard_normal(10000)])
+
+
+@pytest.mark.parametrize("kind,max_ulps", [(0, 2), (1, 3), (2, 4), (3, 4)],
+                         ids=["exp", "expm1", "sigmoid", "tanh"])
+def test_accuracy_in_ulps(kind, max_ulps):
+    out = np.empty_like(X)
+    _apply(kind, X, out)
+    ref = _reference(kind, X)
+    ok = np.isfinite(ref) & (np.abs(ref) > 1e-290)
+    ulps = np.abs(out[ok] - ref[ok]) / np.spacing(np.abs(ref[ok]))
+    assert ulps.max() <= max_ulps, f"worst {ulps.max():.1f} ulp at x={X[ok][np.argmax(ulps)]}"
+
+
+def test_special_values():
+    x = np.array([np.nan, np.inf, -np.inf, 800.0, -800.0, 0.0])
+    out = np.empty_like(x)
+    _apply(2, x, out)   # sigmoid
+    assert np.isnan(out[0]) and out[1] == 1.0 and out[2] < 1e-300 and out[3] == 1.0 \
+        and out[4] < 1e-300 and out[5] == 0.5
+    _apply(3, x, out)   # tanh
+    assert np.isnan(out[0]) and out[1] == 1.0 and out[2] == -1.0 and out[3] == 1.0 \
+        and out[4] == -1.0 and out[5] == 0.0
+    _apply(0, x, out)   # exp saturates instead of overflowing to inf
+    assert np.isnan(out[0]) and np.isfinite(out[1]) and out[1] > 1e307 and out[2] < 1e-300
+
+
+def test_tanh_keeps_relative_precision_for_tiny_arguments():
+    x = np.array([1e-300, 1e-100, 1e-10, -1e-12])
+    out = np.empty_like(x)
+    _apply(3, x, out)
+    assert np.all(np.abs(out - x) <= np.spacing(np.abs(x)))
