@@ -31,6 +31,7 @@ if numba.config.DISABLE_JIT:          # plain Python: reinterpret the bits throu
         return int(np.float64(x).view(np.int64))
 
     def _float_of_bits(i):
+        i = (int(i) + 2 ** 63) % 2 ** 64 - 2 ** 63       # wrap like int64 arithmetic does
         return float(np.int64(i).view(np.float64))
 else:
     @intrinsic

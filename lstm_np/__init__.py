@@ -4,10 +4,21 @@ layout, and stateful training as a first-class idea.
 Shape legend used in every docstring: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden
 size, ``P`` projected hidden size, ``D`` directions, ``L`` layers.
 """
+from . import data, losses, optim
+from .errors import FileFormatError
 from .gradcheck import gradcheck
+from .losses import cross_entropy, mse
+from .model import LastStep, Linear, Sequential
+from .optim import SGD, Adam, clip_grad_norm
 from .recurrent import GRU, LSTM, RNN, Recurrent
+from .state import StateStore
+from .streaming import Stream
 from .tape import Gradients, Tape
+from .trainer import History, NonFiniteError, Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "GRU", "RNN", "Recurrent", "Tape", "Gradients", "gradcheck"]
+__all__ = ["LSTM", "GRU", "RNN", "Recurrent", "Tape", "Gradients", "gradcheck", "Stream",
+           "Linear", "LastStep", "Sequential", "StateStore", "Trainer", "History",
+           "NonFiniteError", "FileFormatError", "SGD", "Adam", "clip_grad_norm", "mse",
+           "cross_entropy", "data", "losses", "optim"]

@@ -159,7 +159,7 @@ class Recurrent:
             staged[name] = _arrays.float_array(arr.astype(self.dtype), name, self.dtype,
                                                shape=shapes[name])
         for name, arr in staged.items():
-            self.params[name] = np.array(arr, dtype=self.dtype, order="C", copy=True)
+            self.params[name][...] = arr   # in place: optimizers and models holding it stay attached
         return missing, unexpected
 
     # ----------------------------------------------------------------- validation
@@ -261,12 +261,17 @@ class Recurrent:
         final state (same structure as ``state``; ``None`` = zeros). Gradients of outputs past a
         sequence's length are ignored (those outputs are constant zeros).
         """
+        return self._backward(tape, dy, dstate, check_finite=True)
+
+    def _backward(self, tape, dy, dstate, check_finite):
+        """:meth:`backward`; a model that chains layers passes ``check_finite=False`` for the
+        gradients it computed itself (its own caller checks the result)."""
         if not isinstance(tape, Tape) or tape.owner != id(self):
             raise ValueError("tape: expected the tape returned by this layer's forward(), "
                              f"got {'a tape of another layer' if isinstance(tape, Tape) else type(tape).__name__}")
         T, B, DP = tape.output_shape
         want = (T, DP) if tape.unbatched else ((B, T, DP) if tape.batch_first else (T, B, DP))
-        dy = _arrays.float_array(dy, "dy", self.dtype, shape=want)
+        dy = _arrays.float_array(dy, "dy", self.dtype, shape=want, finite=check_finite)
         dy = dy[:, None, :] if tape.unbatched else (dy.transpose(1, 0, 2) if tape.batch_first else dy)
         dfinal = self._check_state(dstate, B, tape.unbatched, what="dstate")
         D, P = self.num_directions, self.output_size
