@@ -5,6 +5,8 @@ import pytest
 
 from helpers import make_layer, max_relative_error, random_state, state_parts
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 @pytest.mark.parametrize("cell,options", [
     ("lstm", {}), ("lstm", {"num_layers": 2, "proj_size": 2}), ("gru", {"num_layers": 2}),

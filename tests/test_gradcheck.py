@@ -5,6 +5,8 @@ import pytest
 import lstm_np
 from helpers import make_layer, random_state
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 CASES = [
     ("lstm", {}), ("lstm", {"num_layers": 2, "bidirectional": True}),
     ("lstm", {"proj_size": 2, "batch_first": True}),

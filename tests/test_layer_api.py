@@ -7,6 +7,8 @@ import lstm_np
 from helpers import make_layer, max_relative_error, random_state
 from torch_reference import torch_module
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_params_match_torch_keys_shapes_order(cell):

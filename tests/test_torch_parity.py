@@ -11,6 +11,8 @@ import pytest
 from helpers import make_layer, max_relative_error, random_input, random_state, state_parts
 from torch_reference import run_torch, torch_module
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 OPTIONS = [

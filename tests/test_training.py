@@ -8,6 +8,8 @@ import lstm_np
 from lstm_np.data import stateful_batches
 from torch_reference import TORCH_DTYPE
 
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 CELLS = {"lstm": (lstm_np.LSTM, torch.nn.LSTM), "gru": (lstm_np.GRU, torch.nn.GRU),
          "rnn": (lstm_np.RNN, torch.nn.RNN)}
 

@@ -1,0 +1,6 @@
+"""``python -m lstm_np``: the ``lstm-np`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
