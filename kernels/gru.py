@@ -96,6 +96,7 @@ def gru_forward(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, h
     In: ``xw (T, B, 3H)``; ``w_hh_t (H, 3H)`` = ``W_hh^T``; ``b_hh (3H,)`` (zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch ``hw (B, 3H)``.
+    ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry is read.
     """
     T, B, G = xw.shape
     H = G // 3

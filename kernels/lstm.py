@@ -117,7 +117,9 @@ def lstm_forward(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
-    ``tanh_c (T, B, H)``. Scratch: ``a (B, 4H)``, ``m (B, H)``.
+    ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
+    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch: ``a (B, 4H)``,
+    ``m (B, H)``.
     """
     T = xw.shape[0]
     for s in range(T):

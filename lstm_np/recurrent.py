@@ -407,7 +407,7 @@ class LSTM(Recurrent):
         xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,4H)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
-        gates = np.empty((T, B, 4 * H), dt)
+        gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
         tanh_c = np.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
@@ -488,7 +488,7 @@ class GRU(Recurrent):
         xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"))        # (T, B, 3H)
         b_hh = w["bias_hh"] if self.bias else np.zeros(3 * H, dt)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
-        gates = np.empty((T, B, 3 * H), dt)
+        gates = xw            # each gate entry is written after its xw entry is read
         hn = np.empty((T, B, H), dt)
         forward = self._kernels(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas)
         forward(xw, np.ascontiguousarray(w["weight_hh"].T), b_hh,
