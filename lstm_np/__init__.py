@@ -4,11 +4,13 @@ layout, and stateful training as a first-class idea.
 Shape legend used in every docstring: ``T`` steps, ``B`` batch, ``I`` input size, ``H`` hidden
 size, ``P`` projected hidden size, ``D`` directions, ``L`` layers.
 """
-from . import data, losses, optim
+from . import convert, data, losses, optim
+from .convert import from_keras, from_onnx, from_torch, load_onnx, to_keras, to_onnx, to_torch_state_dict
 from .errors import FileFormatError
 from .gradcheck import gradcheck
 from .losses import cross_entropy, mse
 from .model import LastStep, Linear, Sequential
+from .modelfile import load, save
 from .optim import SGD, Adam, clip_grad_norm
 from .recurrent import GRU, LSTM, RNN, Recurrent
 from .state import StateStore
@@ -21,4 +23,5 @@ __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "Recurrent", "Tape", "Gradients", "gradcheck", "Stream",
            "Linear", "LastStep", "Sequential", "StateStore", "Trainer", "History",
            "NonFiniteError", "FileFormatError", "SGD", "Adam", "clip_grad_norm", "mse",
-           "cross_entropy", "data", "losses", "optim"]
+           "cross_entropy", "data", "losses", "optim", "convert", "save", "load", "from_torch",
+           "to_torch_state_dict", "from_keras", "to_keras", "from_onnx", "to_onnx", "load_onnx"]

@@ -41,7 +41,8 @@ def write(path, header, arrays):
 def read(path):
     """``(header, arrays)`` from a file written by :func:`write`; never unpickles anything."""
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
+        source = path if hasattr(path, "read") else os.fspath(path)
+        with np.load(source, allow_pickle=False) as data:
             names = list(data.files)
             if HEADER_KEY not in names:
                 raise FileFormatError(f"{path}: no header (not a file written by lstm_np)")

@@ -28,6 +28,10 @@ class Linear:
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(self.dtype)
 
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    bias="bias" in self.params, dtype=self.dtype.name)
+
     def __call__(self, x):
         return self.forward(x)[0]
 
@@ -62,6 +66,9 @@ class LastStep:
     def __init__(self, batch_first=True):
         self.batch_first = bool(batch_first)
         self.params = {}
+
+    def config(self):
+        return dict(batch_first=self.batch_first)
 
     def forward(self, x):
         axis = 1 if self.batch_first else 0

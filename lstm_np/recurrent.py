@@ -134,6 +134,20 @@ class Recurrent:
                 if name.endswith(sfx)}
 
     # ----------------------------------------------------------------- parameters in and out
+    def config(self):
+        """The constructor arguments (JSON-able) that rebuild this layer's architecture."""
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                   num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                   dropout=self.dropout, bidirectional=self.bidirectional,
+                   dtype=self.dtype.name)
+        if self.proj_size:
+            cfg["proj_size"] = self.proj_size
+        if isinstance(self, GRU):
+            cfg["reset_after"] = self.reset_after
+        if isinstance(self, RNN):
+            cfg["nonlinearity"] = self.nonlinearity
+        return cfg
+
     def state_dict(self):
         """A copy of ``params`` (torch's keys, shapes and order)."""
         return {name: value.copy() for name, value in self.params.items()}

@@ -86,6 +86,11 @@ class Trainer:
             raise ValueError(f"x: expected (N, T, F) sample-major sequences, got shape {x.shape}")
         if y.shape[:1] != x.shape[:1]:
             raise ValueError(f"y: expected {x.shape[0]} rows like x, got shape {y.shape}")
+        for name, arr in (("x", x), ("y", y)):
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"{name}: expected finite values, got NaN/Inf entries")
         if self.stateful and x.shape[0] % self.batch_size:
             raise ValueError(
                 f"x: stateful training needs N to be a multiple of batch_size={self.batch_size} "
