@@ -1,7 +1,8 @@
 r"""GRU kernels: forward over T steps, backward (BPTT) over T steps, one streaming step.
 
 Shapes: ``T`` steps, ``B`` batch, ``H`` hidden. Time-major, C-contiguous, one dtype.
-Gate order ``r, z, n`` as in ``torch.nn.GRU``. Precomputed ``xw = x W_ih^T + b_ih`` ``(T, B, 3H)``.
+Gate order ``r, z, n`` as in ``torch.nn.GRU``. Precomputed ``xw = x W_ih^T`` ``(T, B, 3H)``; the
+kernels add ``b_ih`` where they read it (one pass over memory fewer), written below as part of xw.
 
 Forward, ``reset_after=True`` (torch; ONNX ``linear_before_reset=1``; Keras default)::
 
@@ -38,7 +39,7 @@ from ._jit import jit
 
 
 @jit
-def gru_gates_rz(xw, hw, h_prev, reset_after, t, lengths, gates, hn):
+def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
     """First half of a step: ``r``, ``z`` into ``gates[:, :2H]`` and ``hn`` (``hw_n`` if
     ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
     ``reset_after=False`` its ``n`` block holds only ``b_hn``)."""
@@ -53,7 +54,7 @@ def gru_gates_rz(xw, hw, h_prev, reset_after, t, lengths, gates, hn):
         x_b = xw[b]
         hw_b = hw[b]
         for j in range(2 * H):
-            g_b[j] = sigmoid(x_b[j] + hw_b[j])
+            g_b[j] = sigmoid(x_b[j] + b_ih[j] + hw_b[j])
         if reset_after:
             hn_b[:] = hw_b[2 * H:]
         else:
@@ -63,7 +64,7 @@ def gru_gates_rz(xw, hw, h_prev, reset_after, t, lengths, gates, hn):
 
 
 @jit
-def gru_candidate(xw, hw, h_prev, reset_after, t, lengths, gates, h):
+def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
     """Second half of a step: ``n`` into ``gates[:, 2H:]`` and the new state ``h``. For
     ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
     Rows past their length carry ``h_prev``."""
@@ -80,20 +81,21 @@ def gru_candidate(xw, hw, h_prev, reset_after, t, lengths, gates, h):
         hw_b = hw[b]
         if reset_after:
             for j in range(H):
-                g_b[2 * H + j] = tanh(x_b[2 * H + j] + g_b[j] * hw_b[2 * H + j])
+                g_b[2 * H + j] = tanh(x_b[2 * H + j] + b_ih[2 * H + j] + g_b[j] * hw_b[2 * H + j])
         else:
             for j in range(H):
-                g_b[2 * H + j] = tanh(x_b[2 * H + j] + hw_b[2 * H + j])
+                g_b[2 * H + j] = tanh(x_b[2 * H + j] + b_ih[2 * H + j] + hw_b[2 * H + j])
         for j in range(H):
             z = g_b[H + j]
             h_b[j] = (1.0 - z) * g_b[2 * H + j] + z * hp_b[j]
 
 
 @jit
-def gru_forward(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
+def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
     """Run one direction of one layer over all ``T`` steps.
 
-    In: ``xw (T, B, 3H)``; ``w_hh_t (H, 3H)`` = ``W_hh^T``; ``b_hh (3H,)`` (zeros without bias);
+    In: ``xw (T, B, 3H)`` = ``x W_ih^T``; ``b_ih (3H,)``; ``w_hh_t (H, 3H)`` = ``W_hh^T``;
+    ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch ``hw (B, 3H)``.
     ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry is read.
@@ -106,13 +108,13 @@ def gru_forward(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, h
         for b in range(B):
             hw[b, :] = b_hh
         matmul_add(h_seq[p], w_hh_t, hw, 0, H, 0, rz_end)
-        gru_gates_rz(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        gru_gates_rz(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
         if not reset_after:
             matmul_add(hn[t], w_hh_t, hw, 0, H, 2 * H, 3 * H)
-        gru_candidate(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+        gru_candidate(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
 
 
-def gru_forward_blas(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
+def gru_forward_blas(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
     """:func:`gru_forward` with the per-step products in NumPy's BLAS (faster for large ``B*H``);
     same arguments, same results up to summation order."""
     T, B, G = xw.shape
@@ -123,10 +125,10 @@ def gru_forward_blas(xw, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_s
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         hw[:, :] = b_hh
         hw[:, :w_rec.shape[1]] += h_seq[p] @ w_rec
-        gru_gates_rz(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        gru_gates_rz(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
         if not reset_after:
             hw[:, 2 * H:] += hn[t] @ w_n
-        gru_candidate(xw[t], hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+        gru_candidate(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
 
 
 @jit
@@ -242,13 +244,46 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
     gates = work[B * 6 * H:B * 9 * H].reshape((B, 3 * H))
     hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
+    xw[:, :] = 0.0
     for b in range(B):
-        xw[b, :] = b_ih
         hw[b, :] = b_hh
     matmul_add(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
-    gru_gates_rz(xw, hw, h, reset_after, 0, ones, gates, hn)
+    gru_gates_rz(xw, b_ih, hw, h, reset_after, 0, ones, gates, hn)
     if not reset_after:
         matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
-    gru_candidate(xw, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
+    gru_candidate(xw, b_ih, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
     return True
+
+
+@jit
+def gru_stream(x, pack, meta, state, work):
+    """One streaming step of a stack of ``L`` unidirectional GRU layers, in place, in one call.
+
+    ``meta`` (int64): ``[L, B, H, reset_after, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per
+    layer ``w_ih_t (I_l, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``, raveled and
+    concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``B * 10H``.
+    Returns False, changing nothing, when ``x`` has a NaN or Inf.
+    """
+    if not all_finite(x):
+        return False
+    L, B, H = meta[0], meta[1], meta[2]
+    reset_after = meta[3] != 0
+    ones = meta[4 + L:4 + L + B]
+    off = 0
+    inp = x
+    for k in range(L):
+        I = meta[4 + k]
+        w_ih_t = pack[off:off + I * 3 * H].reshape((I, 3 * H))
+        off += I * 3 * H
+        w_hh_t = pack[off:off + H * 3 * H].reshape((H, 3 * H))
+        off += H * 3 * H
+        b_ih = pack[off:off + 3 * H]
+        off += 3 * H
+        b_hh = pack[off:off + 3 * H]
+        off += 3 * H
+        h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
+        gru_step(inp, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work)
+        inp = h
+    return True
+

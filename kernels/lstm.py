@@ -5,7 +5,7 @@ projection, ``P = proj_size`` with it). Everything is time-major and C-contiguou
 
 Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
 
-    a_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T           (B, 4H)  x-part precomputed
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)         (B, 4H)  x-part precomputed
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c_t = f * c_{t-1} + i * g
     m_t = o * tanh(c_t)
@@ -41,8 +41,10 @@ from ._jit import jit
 
 
 @jit
-def lstm_cell(a, c_prev, t, lengths, gates, c, tanh_c, m):
-    """Gate math of one step for all rows, from pre-activations ``a (B, 4H)``.
+def lstm_cell(a, xw, bias, c_prev, t, lengths, gates, c, tanh_c, m):
+    """Gate math of one step for all rows, from the pre-activations ``a + xw + bias``: ``a
+    (B, 4H)`` the recurrent product, ``xw (B, 4H)`` the input product, ``bias (4H,)`` (summing
+    here saves a pass over memory). ``gates`` may be ``xw`` (each entry is read, then written).
 
     Writes ``gates (B, 4H)`` (activated i, f, g, o), ``c (B, H)``, ``tanh_c (B, H)`` and
     ``m = o * tanh(c) (B, H)``. Rows past their length copy ``c_prev`` and leave zeros.
@@ -61,13 +63,14 @@ def lstm_cell(a, c_prev, t, lengths, gates, c, tanh_c, m):
             m_b[:] = 0.0
             continue
         a_b = a[b]
+        x_b = xw[b]
         cp_b = c_prev[b]
         for j in range(2 * H):                     # i, f
-            g_b[j] = sigmoid(a_b[j])
+            g_b[j] = sigmoid(a_b[j] + x_b[j] + bias[j])
         for j in range(2 * H, 3 * H):              # g
-            g_b[j] = tanh(a_b[j])
+            g_b[j] = tanh(a_b[j] + x_b[j] + bias[j])
         for j in range(3 * H, 4 * H):              # o
-            g_b[j] = sigmoid(a_b[j])
+            g_b[j] = sigmoid(a_b[j] + x_b[j] + bias[j])
         for j in range(H):
             c_b[j] = g_b[H + j] * cp_b[j] + g_b[j] * g_b[2 * H + j]
         for j in range(H):
@@ -109,11 +112,11 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
+def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
                  gates, h_seq, c_seq, tanh_c, a, m):
     """Run one direction of one layer over all ``T`` steps.
 
-    In: ``xw (T, B, 4H)`` = ``x W_ih^T + b_ih + b_hh``; ``w_hh_t (P, 4H)`` = ``W_hh^T``;
+    In: ``xw (T, B, 4H)`` = ``x W_ih^T``; ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
     ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
@@ -124,17 +127,17 @@ def lstm_forward(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     T = xw.shape[0]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        a[:, :] = xw[t]
+        a[:, :] = 0.0
         matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
+        lstm_cell(a, xw[t], bias, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
         if has_proj:
             h_seq[q][:, :] = 0.0
             matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
-def lstm_forward_blas(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
+def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
                       gates, h_seq, c_seq, tanh_c, a, m):
     """:func:`lstm_forward` with the per-step products in NumPy's BLAS (faster for large
     ``B*H``); same arguments, same results up to summation order. The gate math is the same
@@ -143,9 +146,8 @@ def lstm_forward_blas(xw, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         np.matmul(h_seq[p], w_hh_t, out=a)
-        a += xw[t]
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
+        lstm_cell(a, xw[t], bias, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
@@ -203,7 +205,7 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
     ``c (B, H)`` are replaced by the next state. Returns False, changing nothing, when ``x``
     has a NaN or Inf. ``w_ih_t (I, 4H)``, ``w_hh_t (P, 4H)``,
     ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``ones (B,)`` int64
-    ones; ``work`` 1-D scratch of at least ``B * (10H + P)`` entries.
+    ones; ``work`` 1-D scratch of at least ``B * (14H + P)`` entries.
     """
     if not all_finite(x):
         return False
@@ -214,11 +216,12 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
     tanh_c = work[B * 8 * H:B * 9 * H].reshape((B, H))
     m = work[B * 9 * H:B * 10 * H].reshape((B, H))
     h_next = work[B * 10 * H:B * (10 * H + P)].reshape((B, P))
-    for b in range(B):
-        a[b, :] = bias
-    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, 4 * H)
+    xa = work[B * (10 * H + P):B * (14 * H + P)].reshape((B, 4 * H))
+    a[:, :] = 0.0
+    xa[:, :] = 0.0
+    matmul_add(x, w_ih_t, xa, 0, x.shape[1], 0, 4 * H)
     matmul_add(h, w_hh_t, a, 0, P, 0, 4 * H)
-    lstm_cell(a, c, 0, ones, gates, c, tanh_c, m)   # c is read per element before it is written
+    lstm_cell(a, xa, bias, c, 0, ones, gates, c, tanh_c, m)   # c: each entry read, then written
     if has_proj:
         h_next[:, :] = 0.0
         matmul_add(m, w_hr_t, h_next, 0, H, 0, P)
@@ -226,3 +229,44 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
     else:
         h[:, :] = m
     return True
+
+
+@jit
+def lstm_stream(x, pack, meta, state, work):
+    """One streaming step of a stack of ``L`` unidirectional LSTM layers, in place, in one call.
+
+    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]`` then ``B`` ones.
+    ``pack``: per layer ``w_ih_t (I_l, 4H)``, ``w_hh_t (P, 4H)``, ``bias (4H,)``, and
+    ``w_hr_t (H, P)`` with projection, raveled and concatenated. ``state``: per layer ``h (B, P)``
+    then ``c (B, H)``, raveled and concatenated. ``work``: scratch of ``B * (14H + P)``.
+    Returns False, changing nothing, when ``x (B, I_0)`` has a NaN or Inf.
+    """
+    if not all_finite(x):
+        return False
+    L, B, H, P = meta[0], meta[1], meta[2], meta[3]
+    has_proj = meta[4] != 0
+    ones = meta[5 + L:5 + L + B]
+    off = 0
+    soff = 0
+    inp = x
+    for k in range(L):
+        I = meta[5 + k]
+        w_ih_t = pack[off:off + I * 4 * H].reshape((I, 4 * H))
+        off += I * 4 * H
+        w_hh_t = pack[off:off + P * 4 * H].reshape((P, 4 * H))
+        off += P * 4 * H
+        bias = pack[off:off + 4 * H]
+        off += 4 * H
+        if has_proj:
+            w_hr_t = pack[off:off + H * P].reshape((H, P))
+            off += H * P
+        else:
+            w_hr_t = pack[0:1].reshape((1, 1))       # unused
+        h = state[soff:soff + B * P].reshape((B, P))
+        soff += B * P
+        c = state[soff:soff + B * H].reshape((B, H))
+        soff += B * H
+        lstm_step(inp, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work)
+        inp = h
+    return True
+

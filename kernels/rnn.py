@@ -4,7 +4,7 @@ Shapes: ``T`` steps, ``B`` batch, ``H`` hidden; time-major, C-contiguous, one dt
 
 Forward, as ``torch.nn.RNN``, with ``phi = tanh`` or ``relu``::
 
-    a_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T      (x-part precomputed as xw)
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)    (x-part precomputed as xw)
     h_t = phi(a_t)
 
 Backward, ``dh_t`` the total gradient reaching ``h_t``::
@@ -24,44 +24,47 @@ from ._jit import jit
 
 
 @jit
-def rnn_cell(a, relu, t, lengths, h):
-    """``h = phi(a)`` for rows still inside their sequence (others are left for the caller)."""
+def rnn_cell(a, xw, bias, relu, t, lengths, h):
+    """``h = phi(a + xw + bias)`` for rows still inside their sequence (others are left for the
+    caller): ``a`` the recurrent product, ``xw`` the input product, ``bias (H,)``."""
     B, H = h.shape
     for b in range(B):
         if t >= lengths[b]:
             continue
         a_b = a[b]
+        x_b = xw[b]
         h_b = h[b]
         if relu:
             for j in range(H):
-                h_b[j] = a_b[j] if a_b[j] > 0.0 else 0.0
+                v = a_b[j] + x_b[j] + bias[j]
+                h_b[j] = v if v > 0.0 else 0.0
         else:
             for j in range(H):
-                h_b[j] = tanh(a_b[j])
+                h_b[j] = tanh(a_b[j] + x_b[j] + bias[j])
 
 
 @jit
-def rnn_forward(xw, w_hh_t, relu, lengths, reverse, h_seq, a):
-    """One direction of one layer over ``T`` steps. In: ``xw (T, B, H)``, ``w_hh_t (H, H)``,
+def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
+    """One direction of one layer over ``T`` steps. In: ``xw (T, B, H)`` = ``x W_ih^T``,
+    ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
     ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
     Scratch ``a (B, H)``."""
     T, B, H = xw.shape
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        a[:, :] = xw[t]
+        a[:, :] = 0.0
         matmul_add(h_seq[p], w_hh_t, a, 0, H, 0, H)
-        rnn_cell(a, relu, t, lengths, h_seq[q])
+        rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
-def rnn_forward_blas(xw, w_hh_t, relu, lengths, reverse, h_seq, a):
+def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
     """:func:`rnn_forward` with the per-step product in NumPy's BLAS; same arguments."""
     T = xw.shape[0]
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         np.matmul(h_seq[p], w_hh_t, out=a)
-        a += xw[t]
-        rnn_cell(a, relu, t, lengths, h_seq[q])
+        rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
@@ -112,14 +115,46 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state (returns
     False, changing nothing, when ``x`` has a NaN or Inf).
     ``w_ih_t (I, H)``, ``w_hh_t (H, H)``, ``bias (H,)`` = ``b_ih + b_hh``; ``ones (B,)`` int64
-    ones; ``work`` 1-D scratch of at least ``B * H`` entries."""
+    ones; ``work`` 1-D scratch of at least ``2 B H`` entries."""
     if not all_finite(x):
         return False
     B, H = h.shape
-    work = work[:B * H].reshape((B, H))
-    for b in range(B):
-        work[b, :] = bias
-    matmul_add(x, w_ih_t, work, 0, x.shape[1], 0, H)
-    matmul_add(h, w_hh_t, work, 0, H, 0, H)
-    rnn_cell(work, relu, 0, ones, h)
+    a = work[:B * H].reshape((B, H))
+    xa = work[B * H:2 * B * H].reshape((B, H))
+    a[:, :] = 0.0
+    xa[:, :] = 0.0
+    matmul_add(x, w_ih_t, xa, 0, x.shape[1], 0, H)
+    matmul_add(h, w_hh_t, a, 0, H, 0, H)
+    rnn_cell(a, xa, bias, relu, 0, ones, h)
     return True
+
+
+@jit
+def rnn_stream(x, pack, meta, state, work):
+    """One streaming step of a stack of ``L`` unidirectional RNN layers, in place, in one call.
+
+    ``meta`` (int64): ``[L, B, H, relu, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per layer
+    ``w_ih_t (I_l, H)``, ``w_hh_t (H, H)``, ``bias (H,)``, raveled and concatenated. ``state``:
+    per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. Returns False, changing nothing, when
+    ``x`` has a NaN or Inf.
+    """
+    if not all_finite(x):
+        return False
+    L, B, H = meta[0], meta[1], meta[2]
+    relu = meta[3] != 0
+    ones = meta[4 + L:4 + L + B]
+    off = 0
+    inp = x
+    for k in range(L):
+        I = meta[4 + k]
+        w_ih_t = pack[off:off + I * H].reshape((I, H))
+        off += I * H
+        w_hh_t = pack[off:off + H * H].reshape((H, H))
+        off += H * H
+        bias = pack[off:off + H]
+        off += H
+        h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
+        rnn_step(inp, w_ih_t, w_hh_t, bias, relu, ones, h, work)
+        inp = h
+    return True
+

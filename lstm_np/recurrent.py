@@ -31,14 +31,11 @@ from .tape import Gradients, Tape
 _DIRECTION_SUFFIX = ("", "_reverse")
 
 
-def _input_projection(x, weight, *biases):
-    """``x W^T + sum(biases)`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM."""
+def _input_projection(x, weight):
+    """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
+    (the kernels add the biases where they read it)."""
     T, B, I = x.shape
-    out = (x.reshape(T * B, I) @ weight.T).reshape(T, B, weight.shape[0])
-    for b in biases:
-        if b is not None:
-            out += b
-    return out
+    return (x.reshape(T * B, I) @ weight.T).reshape(T, B, weight.shape[0])
 
 
 def _sum_outer(dz, v):
@@ -397,28 +394,29 @@ class LSTM(Recurrent):
 
     gate_count = 4
     state_names = ("h", "c")
-    step_kernel = staticmethod(lstm_kernels.lstm_step)
+    stream_kernel = staticmethod(lstm_kernels.lstm_stream)
 
     def state_sizes(self):
         return (self.output_size, self.hidden_size)
 
-    def step_work_size(self):
-        return 10 * self.hidden_size + self.output_size
+    def stream_work_size(self):
+        return 14 * self.hidden_size + self.output_size
 
-    def step_weights(self, layer):
+    def stream_flags(self):
+        return [self.output_size, int(self.proj_size > 0)]
+
+    def stream_weights(self, layer):
         w = self._weights(layer, 0)
-        dt = self.dtype
-        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * self.hidden_size, dt)
-        has_proj = self.proj_size > 0
-        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
-                bias, w_hr_t, has_proj)
+        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * self.hidden_size, self.dtype)
+        parts = [w["weight_ih"].T, w["weight_hh"].T, bias]
+        return parts + ([w["weight_hr"].T] if self.proj_size else [])
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
-        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,4H)
+        xw = _input_projection(x, w["weight_ih"])                         # (T, B, 4H)
+        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * H, dt)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
@@ -426,7 +424,7 @@ class LSTM(Recurrent):
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
-        forward(xw, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
+        forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
                 lengths, reverse, gates, h_seq, c_seq, tanh_c,
                 np.empty((B, 4 * H), dt), np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
@@ -478,16 +476,18 @@ class GRU(Recurrent):
     """
 
     gate_count = 3
-    step_kernel = staticmethod(gru_kernels.gru_step)
+    stream_kernel = staticmethod(gru_kernels.gru_stream)
 
-    def step_work_size(self):
+    def stream_work_size(self):
         return 10 * self.hidden_size
 
-    def step_weights(self, layer):
+    def stream_flags(self):
+        return [int(self.reset_after)]
+
+    def stream_weights(self, layer):
         w = self._weights(layer, 0)
         zeros = np.zeros(3 * self.hidden_size, self.dtype)
-        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
-                w.get("bias_ih", zeros).copy(), w.get("bias_hh", zeros).copy(), self.reset_after)
+        return [w["weight_ih"].T, w["weight_hh"].T, w.get("bias_ih", zeros), w.get("bias_hh", zeros)]
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
@@ -499,13 +499,14 @@ class GRU(Recurrent):
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
-        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"))        # (T, B, 3H)
-        b_hh = w["bias_hh"] if self.bias else np.zeros(3 * H, dt)
+        xw = _input_projection(x, w["weight_ih"])                         # (T, B, 3H)
+        zeros = np.zeros(3 * H, dt)
+        b_ih, b_hh = w.get("bias_ih", zeros), w.get("bias_hh", zeros)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
         hn = np.empty((T, B, H), dt)
         forward = self._kernels(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas)
-        forward(xw, np.ascontiguousarray(w["weight_hh"].T), b_hh,
+        forward(xw, b_ih, np.ascontiguousarray(w["weight_hh"].T), b_hh,
                                 self.reset_after, lengths, reverse, gates, h_seq, hn,
                                 np.empty((B, 3 * H), dt))
         out, h_n = _outputs(h_seq, reverse)
@@ -546,16 +547,18 @@ class RNN(Recurrent):
     """
 
     gate_count = 1
-    step_kernel = staticmethod(rnn_kernels.rnn_step)
+    stream_kernel = staticmethod(rnn_kernels.rnn_stream)
 
-    def step_work_size(self):
-        return self.hidden_size
+    def stream_work_size(self):
+        return 2 * self.hidden_size
 
-    def step_weights(self, layer):
+    def stream_flags(self):
+        return [int(self.nonlinearity == "relu")]
+
+    def stream_weights(self, layer):
         w = self._weights(layer, 0)
         bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(self.hidden_size, self.dtype)
-        return (np.ascontiguousarray(w["weight_ih"].T), np.ascontiguousarray(w["weight_hh"].T),
-                bias, self.nonlinearity == "relu")
+        return [w["weight_ih"].T, w["weight_hh"].T, bias]
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
@@ -569,10 +572,11 @@ class RNN(Recurrent):
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
-        xw = _input_projection(x, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))  # (T,B,H)
+        xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
+        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(H, dt)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         forward = self._kernels(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas)
-        forward(xw, np.ascontiguousarray(w["weight_hh"].T),
+        forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T),
                                 self.nonlinearity == "relu", lengths, reverse, h_seq,
                                 np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)

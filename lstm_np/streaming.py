@@ -21,6 +21,8 @@ class Stream:
     """Carries the state of ``layer`` for ``batch_size`` rows and steps it one input at a time.
 
     ``layer`` must be unidirectional (a reverse direction needs the whole sequence first).
+    The whole stack steps in one kernel call over three flat arrays (weights, state, scratch)
+    and an int64 layout table, so a step costs little more than the arithmetic.
     """
 
     def __init__(self, layer, batch_size=1, state=None):
@@ -28,38 +30,62 @@ class Stream:
             raise ValueError("Stream: expected a unidirectional layer, got bidirectional=True "
                              "(the reverse direction needs the whole sequence before step one)")
         self.layer = layer
-        self.batch_size = _arrays.positive_int(batch_size, "batch_size")
-        self._ones = np.ones(self.batch_size, np.int64)
-        self._work = np.empty(self.batch_size * layer.step_work_size(), layer.dtype)
-        self._expected = (self.batch_size, layer.input_size)
+        self.batch_size = B = _arrays.positive_int(batch_size, "batch_size")
+        L = layer.num_layers
+        inputs = [layer.input_size] + [layer.output_size] * (L - 1)
+        self._meta = np.array([L, B, layer.hidden_size, *layer.stream_flags(), *inputs]
+                              + [1] * B, dtype=np.int64)
+        self._work = np.empty(B * layer.stream_work_size(), layer.dtype)
+        self._sizes = layer.state_sizes()
+        self._state = np.zeros(L * B * sum(self._sizes), layer.dtype)
+        self._expected = (B, layer.input_size)
+        self._top = slice((L - 1) * B * sum(self._sizes), (L - 1) * B * sum(self._sizes) + B * self._sizes[0])
+        self._kernel = layer.stream_kernel
         self.refresh()
-        self._state = None
-        self.state = state
+        if state is not None:
+            self.state = state
 
     def refresh(self):
         """Copy the layer's current parameters into the stream (after training, say)."""
-        self._weights = [self.layer.step_weights(k) for k in range(self.layer.num_layers)]
+        self._pack = np.concatenate([np.ravel(part) for k in range(self.layer.num_layers)
+                                     for part in self.layer.stream_weights(k)]).astype(self.layer.dtype)
+
+    def _views(self):
+        """``[(h, c), ...]`` views into the flat state, one tuple per layer."""
+        B, out, off = self.batch_size, [], 0
+        for _ in range(self.layer.num_layers):
+            parts = []
+            for n in self._sizes:
+                parts.append(self._state[off:off + B * n].reshape(B, n))
+                off += B * n
+            out.append(parts)
+        return out
 
     @property
     def state(self):
         """A copy of the carried state in torch's layout (``h`` or ``(h, c)``, ``(L, B, .)``)."""
-        parts = tuple(np.stack([layer_state[i] for layer_state in self._state])
-                      for i in range(len(self.layer.state_names)))
+        views = self._views()
+        parts = tuple(np.stack([layer_parts[i] for layer_parts in views])
+                      for i in range(len(self._sizes)))
         return parts if len(parts) > 1 else parts[0]
 
     @state.setter
     def state(self, state):
         parts = self.layer._check_state(state, self.batch_size, unbatched=False)
-        self._state = [tuple(np.array(p[k], order="C") for p in parts)
-                       for k in range(self.layer.num_layers)]
+        for k, layer_parts in enumerate(self._views()):
+            for view, part in zip(layer_parts, parts):
+                view[...] = part[k]
 
     def reset(self, slots=None):
         """Zero the state of every row (``slots=None``) or of the rows ``slots`` (indices or a
         boolean mask of length ``batch_size``)."""
-        rows = slice(None) if slots is None else _arrays.slot_index(slots, self.batch_size)
-        for layer_state in self._state:
-            for part in layer_state:
-                part[rows] = 0.0
+        if slots is None:
+            self._state[...] = 0.0
+            return
+        rows = _arrays.slot_index(slots, self.batch_size)
+        for layer_parts in self._views():
+            for view in layer_parts:
+                view[rows] = 0.0
 
     def step(self, x):
         """Advance one time step: ``x (B, I)`` (or ``(I,)`` when ``batch_size == 1``) ->
@@ -67,18 +93,12 @@ class Stream:
         x_arr = np.asarray(x)
         unbatched = x_arr.ndim == 1 and self.batch_size == 1
         if unbatched:
-            x_arr = x_arr[None, :]
+            x_arr = x_arr.reshape(self._expected)
         if x_arr.shape != self._expected or x_arr.dtype != self.layer.dtype \
                 or not x_arr.flags.c_contiguous:
             x_arr = np.ascontiguousarray(_arrays.float_array(
                 x_arr, "step input x", self.layer.dtype, shape=self._expected, finite=False))
-        step = self.layer.step_kernel
-        inp = x_arr
-        for weights, layer_state in zip(self._weights, self._state):
-            if not step(inp, *weights, self._ones, *layer_state, self._work):
-                # only the first layer can see a non-finite input; nothing was changed
-                _arrays.float_array(x_arr, "step input x", self.layer.dtype)
-                raise ValueError("step: a layer produced non-finite values")  # pragma: no cover
-            inp = layer_state[0]
-        out = inp.copy()
-        return out[0] if unbatched else out
+        if not self._kernel(x_arr, self._pack, self._meta, self._state, self._work):
+            _arrays.float_array(x_arr, "step input x", self.layer.dtype)   # raises: non-finite
+        out = self._state[self._top].copy()
+        return out if unbatched else out.reshape(self.batch_size, -1)
