@@ -42,7 +42,8 @@ from ._jit import jit
 def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
     """First half of a step: ``r``, ``z`` into ``gates[:, :2H]`` and ``hn`` (``hw_n`` if
     ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
-    ``reset_after=False`` its ``n`` block holds only ``b_hn``)."""
+    ``reset_after=False`` its ``n`` block holds only ``b_hn``); its ``r, z`` blocks are
+    overwritten with the pre-activations. ``gates`` may be ``xw``."""
     B, H = h_prev.shape
     for b in range(B):
         g_b = gates[b]
@@ -53,8 +54,10 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
             continue
         x_b = xw[b]
         hw_b = hw[b]
+        for j in range(2 * H):        # into the scratch: gates may share memory with xw
+            hw_b[j] += x_b[j] + b_ih[j]
         for j in range(2 * H):
-            g_b[j] = sigmoid(x_b[j] + b_ih[j] + hw_b[j])
+            g_b[j] = sigmoid(hw_b[j])
         if reset_after:
             hn_b[:] = hw_b[2 * H:]
         else:
@@ -81,10 +84,12 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
         hw_b = hw[b]
         if reset_after:
             for j in range(H):
-                g_b[2 * H + j] = tanh(x_b[2 * H + j] + b_ih[2 * H + j] + g_b[j] * hw_b[2 * H + j])
+                hw_b[2 * H + j] = x_b[2 * H + j] + b_ih[2 * H + j] + g_b[j] * hw_b[2 * H + j]
         else:
             for j in range(H):
-                g_b[2 * H + j] = tanh(x_b[2 * H + j] + b_ih[2 * H + j] + hw_b[2 * H + j])
+                hw_b[2 * H + j] += x_b[2 * H + j] + b_ih[2 * H + j]
+        for j in range(H):
+            g_b[2 * H + j] = tanh(hw_b[2 * H + j])
         for j in range(H):
             z = g_b[H + j]
             h_b[j] = (1.0 - z) * g_b[2 * H + j] + z * hp_b[j]
@@ -142,23 +147,30 @@ def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
             gx[b, :] = 0.0
             gh[b, :] = 0.0
             continue
-        for j in range(H):
-            r = gates[b, j]
-            z = gates[b, H + j]
-            n = gates[b, 2 * H + j]
-            g = dh_t[b, j]
-            dz_pre = g * (h_prev[b, j] - n) * z * (1.0 - z)
-            dn_pre = g * (1.0 - z) * (1.0 - n * n)
-            gx[b, H + j] = dz_pre
-            gh[b, H + j] = dz_pre
-            gx[b, 2 * H + j] = dn_pre
-            if reset_after:
-                dr_pre = dn_pre * hn[b, j] * r * (1.0 - r)
-                gx[b, j] = dr_pre
-                gh[b, j] = dr_pre
-                gh[b, 2 * H + j] = dn_pre * r
-            else:
-                gh[b, 2 * H + j] = dn_pre
+        g = gates[b]
+        d = dh_t[b]
+        hp = h_prev[b]
+        gx_b = gx[b]
+        gh_b = gh[b]
+        for j in range(H):                                   # z
+            z = g[H + j]
+            v = d[j] * (hp[j] - g[2 * H + j]) * z * (1.0 - z)
+            gx_b[H + j] = v
+            gh_b[H + j] = v
+        for j in range(H):                                   # n
+            n = g[2 * H + j]
+            gx_b[2 * H + j] = d[j] * (1.0 - g[H + j]) * (1.0 - n * n)
+        if reset_after:
+            hn_b = hn[b]
+            for j in range(H):                               # r, and the n block of hw
+                r = g[j]
+                v = gx_b[2 * H + j] * hn_b[j] * r * (1.0 - r)
+                gx_b[j] = v
+                gh_b[j] = v
+                gh_b[2 * H + j] = gx_b[2 * H + j] * r
+        else:
+            for j in range(H):
+                gh_b[2 * H + j] = gx_b[2 * H + j]
 
 
 @jit

@@ -43,8 +43,8 @@ from ._jit import jit
 @jit
 def lstm_cell(a, xw, bias, c_prev, t, lengths, gates, c, tanh_c, m):
     """Gate math of one step for all rows, from the pre-activations ``a + xw + bias``: ``a
-    (B, 4H)`` the recurrent product, ``xw (B, 4H)`` the input product, ``bias (4H,)`` (summing
-    here saves a pass over memory). ``gates`` may be ``xw`` (each entry is read, then written).
+    (B, 4H)`` the recurrent product (overwritten with the sum), ``xw (B, 4H)`` the input
+    product, ``bias (4H,)`` (summing here saves a pass over memory). ``gates`` may be ``xw``.
 
     Writes ``gates (B, 4H)`` (activated i, f, g, o), ``c (B, H)``, ``tanh_c (B, H)`` and
     ``m = o * tanh(c) (B, H)``. Rows past their length copy ``c_prev`` and leave zeros.
@@ -65,12 +65,16 @@ def lstm_cell(a, xw, bias, c_prev, t, lengths, gates, c, tanh_c, m):
         a_b = a[b]
         x_b = xw[b]
         cp_b = c_prev[b]
+        # sum into the scratch first: gates may share memory with xw, and a loop that reads and
+        # writes the same array through two names is not vectorised
+        for j in range(4 * H):
+            a_b[j] += x_b[j] + bias[j]
         for j in range(2 * H):                     # i, f
-            g_b[j] = sigmoid(a_b[j] + x_b[j] + bias[j])
+            g_b[j] = sigmoid(a_b[j])
         for j in range(2 * H, 3 * H):              # g
-            g_b[j] = tanh(a_b[j] + x_b[j] + bias[j])
+            g_b[j] = tanh(a_b[j])
         for j in range(3 * H, 4 * H):              # o
-            g_b[j] = sigmoid(a_b[j] + x_b[j] + bias[j])
+            g_b[j] = sigmoid(a_b[j])
         for j in range(H):
             c_b[j] = g_b[H + j] * cp_b[j] + g_b[j] * g_b[2 * H + j]
         for j in range(H):
@@ -90,25 +94,33 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
     B, H = dc.shape
     for b in range(B):
         if t >= lengths[b]:
-            for j in range(H):
-                dc_t[b, j] = dc[b, j]
-            for j in range(4 * H):
-                da[b, j] = 0.0
+            dc_t[b, :] = dc[b]
+            da[b, :] = 0.0
             continue
+        g = gates[b]
+        tc = tanh_c[b]
+        dm_b = dm[b]
+        dc_b = dc[b]
+        cp = c_prev[b]
+        da_b = da[b]
+        dct = dc_t[b]
+        # one simple loop per output block: each vectorises on its own
         for j in range(H):
-            i = gates[b, j]
-            f = gates[b, H + j]
-            g = gates[b, 2 * H + j]
-            o = gates[b, 3 * H + j]
-            tc = tanh_c[b, j]
-            dmj = dm[b, j]
-            dct = dc[b, j] + dmj * o * (1.0 - tc * tc)
-            dc_t[b, j] = dct
-            da[b, j] = dct * g * i * (1.0 - i)
-            da[b, H + j] = dct * c_prev[b, j] * f * (1.0 - f)
-            da[b, 2 * H + j] = dct * i * (1.0 - g * g)
-            da[b, 3 * H + j] = dmj * tc * o * (1.0 - o)
-            dc[b, j] = dct * f
+            dct[j] = dc_b[j] + dm_b[j] * g[3 * H + j] * (1.0 - tc[j] * tc[j])
+        for j in range(H):                                   # i
+            i = g[j]
+            da_b[j] = dct[j] * g[2 * H + j] * i * (1.0 - i)
+        for j in range(H):                                   # f
+            f = g[H + j]
+            da_b[H + j] = dct[j] * cp[j] * f * (1.0 - f)
+        for j in range(H):                                   # g
+            gg = g[2 * H + j]
+            da_b[2 * H + j] = dct[j] * g[j] * (1.0 - gg * gg)
+        for j in range(H):                                   # o
+            o = g[3 * H + j]
+            da_b[3 * H + j] = dm_b[j] * tc[j] * o * (1.0 - o)
+        for j in range(H):
+            dc_b[j] = dct[j] * g[H + j]
 
 
 @jit

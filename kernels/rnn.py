@@ -73,13 +73,18 @@ def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
     """``da = dh_t * phi'(a)`` from the step's output ``h``; zero past each length."""
     B, H = dh_t.shape
     for b in range(B):
-        for j in range(H):
-            if t >= lengths[b]:
-                da[b, j] = 0.0
-            elif relu:
-                da[b, j] = dh_t[b, j] if h[b, j] > 0.0 else 0.0
-            else:
-                da[b, j] = dh_t[b, j] * (1.0 - h[b, j] * h[b, j])
+        da_b = da[b]
+        if t >= lengths[b]:
+            da_b[:] = 0.0
+            continue
+        d = dh_t[b]
+        h_b = h[b]
+        if relu:
+            for j in range(H):
+                da_b[j] = d[j] if h_b[j] > 0.0 else 0.0
+        else:
+            for j in range(H):
+                da_b[j] = d[j] * (1.0 - h_b[j] * h_b[j])
 
 
 @jit
