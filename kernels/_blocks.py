@@ -62,3 +62,11 @@ def all_finite(x):
             if v - v != 0.0:   # NaN - NaN and Inf - Inf are NaN
                 return False
     return True
+
+
+@jit
+def take_block(pack, off, rows, cols):
+    """The ``rows x cols`` block of the flat array ``pack`` starting at ``off``, as a C-contiguous
+    2-D view, and the offset just after it (for unpacking concatenated weights)."""
+    end = off + rows * cols
+    return pack[off:end].reshape((rows, cols)), end

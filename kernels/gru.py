@@ -34,7 +34,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, all_finite, matmul_add, step_indices
+from ._blocks import add_into, all_finite, matmul_add, step_indices, take_block
 from ._jit import jit
 
 
@@ -285,17 +285,11 @@ def gru_stream(x, pack, meta, state, work):
     off = 0
     inp = x
     for k in range(L):
-        I = meta[4 + k]
-        w_ih_t = pack[off:off + I * 3 * H].reshape((I, 3 * H))
-        off += I * 3 * H
-        w_hh_t = pack[off:off + H * 3 * H].reshape((H, 3 * H))
-        off += H * 3 * H
-        b_ih = pack[off:off + 3 * H]
-        off += 3 * H
-        b_hh = pack[off:off + 3 * H]
-        off += 3 * H
+        w_ih_t, off = take_block(pack, off, meta[4 + k], 3 * H)
+        w_hh_t, off = take_block(pack, off, H, 3 * H)
+        biases, off = take_block(pack, off, 2, 3 * H)    # b_ih, b_hh
         h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
-        gru_step(inp, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work)
+        gru_step(inp, w_ih_t, w_hh_t, biases[0], biases[1], reset_after, ones, h, work)
         inp = h
     return True
 

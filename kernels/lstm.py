@@ -36,7 +36,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices
+from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices, take_block
 from ._jit import jit
 
 
@@ -262,23 +262,18 @@ def lstm_stream(x, pack, meta, state, work):
     soff = 0
     inp = x
     for k in range(L):
-        I = meta[5 + k]
-        w_ih_t = pack[off:off + I * 4 * H].reshape((I, 4 * H))
-        off += I * 4 * H
-        w_hh_t = pack[off:off + P * 4 * H].reshape((P, 4 * H))
-        off += P * 4 * H
-        bias = pack[off:off + 4 * H]
-        off += 4 * H
+        w_ih_t, off = take_block(pack, off, meta[5 + k], 4 * H)
+        w_hh_t, off = take_block(pack, off, P, 4 * H)
+        bias_2d, off = take_block(pack, off, 1, 4 * H)
         if has_proj:
-            w_hr_t = pack[off:off + H * P].reshape((H, P))
-            off += H * P
+            w_hr_t, off = take_block(pack, off, H, P)
         else:
-            w_hr_t = pack[0:1].reshape((1, 1))       # unused
+            w_hr_t = bias_2d                             # unused
         h = state[soff:soff + B * P].reshape((B, P))
         soff += B * P
         c = state[soff:soff + B * H].reshape((B, H))
         soff += B * H
-        lstm_step(inp, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work)
+        lstm_step(inp, w_ih_t, w_hh_t, bias_2d[0], w_hr_t, has_proj, ones, h, c, work)
         inp = h
     return True
 

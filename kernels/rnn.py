@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices
+from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices, take_block
 from ._jit import jit
 
 
@@ -151,15 +151,11 @@ def rnn_stream(x, pack, meta, state, work):
     off = 0
     inp = x
     for k in range(L):
-        I = meta[4 + k]
-        w_ih_t = pack[off:off + I * H].reshape((I, H))
-        off += I * H
-        w_hh_t = pack[off:off + H * H].reshape((H, H))
-        off += H * H
-        bias = pack[off:off + H]
-        off += H
+        w_ih_t, off = take_block(pack, off, meta[4 + k], H)
+        w_hh_t, off = take_block(pack, off, H, H)
+        bias_2d, off = take_block(pack, off, 1, H)
         h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
-        rnn_step(inp, w_ih_t, w_hh_t, bias, relu, ones, h, work)
+        rnn_step(inp, w_ih_t, w_hh_t, bias_2d[0], relu, ones, h, work)
         inp = h
     return True
 

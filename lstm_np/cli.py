@@ -78,6 +78,14 @@ def _no_plots_note():
     return "(no pictures: matplotlib is not installed; pip install \"lstm_np[plot]\" for them)"
 
 
+def _finish(lines, folder, json_name, report):
+    """Write the report's JSON, print the table, return the report."""
+    _write_json(folder, json_name, report)
+    lines.append(f"report: {folder}")
+    print("\n".join(lines))
+    return report
+
+
 # --------------------------------------------------------------------------- demo
 def run_demo(args):
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
@@ -123,10 +131,7 @@ def run_demo(args):
             os.path.join(folder, "loss.png"), curves, "training loss")
     else:
         lines.append(_no_plots_note())
-    _write_json(folder, "demo.json", report)
-    lines.append(f"report: {folder}")
-    print("\n".join(lines))
-    return report
+    return _finish(lines, folder, "demo.json", report)
 
 
 # --------------------------------------------------------------------------- study
@@ -173,10 +178,7 @@ def run_study(args):
             [r["difference_std"] for r in study["rows"]])
     else:
         lines.append(_no_plots_note())
-    _write_json(folder, "study_batch_size.json", study)
-    lines.append(f"report: {folder}")
-    print("\n".join(lines))
-    return study
+    return _finish(lines, folder, "study_batch_size.json", study)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -224,10 +226,7 @@ def run_gradients(args):
                                                        flows, boundary)
     else:
         lines.append(_no_plots_note())
-    _write_json(folder, "gradients.json", report)
-    lines.append(f"report: {folder}")
-    print("\n".join(lines))
-    return report
+    return _finish(lines, folder, "gradients.json", report)
 
 
 # --------------------------------------------------------------------------- parser

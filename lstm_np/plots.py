@@ -19,6 +19,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def forecast_figure(path, time_axis, actual, forecasts, title):
     """Test part: the actual series and each model's one-step forecast."""
     plt = _pyplot()
@@ -28,10 +35,7 @@ def forecast_figure(path, time_axis, actual, forecasts, title):
         ax.plot(time_axis, values, linewidth=1.2, label=name)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def loss_figure(path, curves, title):
@@ -45,10 +49,7 @@ def loss_figure(path, curves, title):
     ax.set_ylabel("training MSE (standardised)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def study_figure(path, batch_sizes, means, stds):
@@ -61,10 +62,7 @@ def study_figure(path, batch_sizes, means, stds):
     ax.set_xlabel("batch size (streams)")
     ax.set_ylabel("stateful - stateless test RMSE (std units)")
     ax.set_title("Does stateless training approach stateful as the batch grows?")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def gradient_figure(path, flows, boundary=None):
@@ -90,10 +88,7 @@ def gradient_figure(path, flows, boundary=None):
     right.set_yticks(range(flows[first].shape[0]))
     right.set_title(f"log10 |dL/dh_t|, {first}")
     fig.colorbar(image, ax=right)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def ensure_folder(folder):
