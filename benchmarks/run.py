@@ -17,7 +17,8 @@ two smallest shapes and 3 repeats):
 7. float32 gradient accuracy: max relative error of every weight and bias gradient against the
    float64 result, for lstm_np and for torch.
 
-Every timing is the median of ``--repeats`` runs after a warm-up; ratios are lstm_np / torch
+Every timing is the median of ``--repeats`` runs after a warm-up, lstm_np and torch timed in
+alternation; ratios are lstm_np / torch
 (below 1: lstm_np is faster). The machine is shared and noisy: read ratios, and re-run a row
 before trusting it.
 """
@@ -48,6 +49,20 @@ def median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_medians(ours, theirs, repeats):
+    """Medians of ``ours`` and ``theirs`` timed in alternation (ours, theirs, ours, ...), so that
+    the machine's drifts and bursts of load fall on both sides alike."""
+    ours()
+    theirs()
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(t_ours), statistics.median(t_theirs)
 
 
 def _ours(cell, I, H, dtype, **kw):
@@ -124,7 +139,7 @@ def section_compute(kind, args, rng, lines):
                     for B, I, H in args.shapes:
                         ours, theirs = pair(cell, B, I, H, DTYPES[dname], rng)
                         reps = args.repeats if B * H < 32768 else max(3, args.repeats // 2)
-                        t_ours, t_theirs = median_time(ours, reps), median_time(theirs, reps)
+                        t_ours, t_theirs = paired_medians(ours, theirs, reps)
                         row = (f"| {cell.upper()} | {dname} | {B}, {I}, {H} | {threads} | "
                                f"{t_ours * 1e3:.3g} | {t_theirs * 1e3:.3g} | "
                                f"{t_ours / t_theirs:.2f} |")

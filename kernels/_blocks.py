@@ -10,15 +10,31 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
     """``out[:, n0:n1] += a[:, k0:k1] @ w[k0:k1, n0:n1]`` for C-contiguous ``a (B, K)``,
     ``w (K, N)``, ``out (B, N)``; the ranges let a cell use one block of a stacked weight.
 
-    The inner loop runs along a row of ``w`` and ``out`` (an axpy), which LLVM vectorises without
-    reassociating any sum, so results do not depend on the vector width.
+    The inner loop runs along rows of ``w`` and ``out``, four rows of ``w`` at a time (one load
+    and store of ``out`` per four multiply-adds); LLVM vectorises it without reassociating any
+    sum, so results do not depend on the vector width.
     """
     B = a.shape[0]
+    k4 = k1 - (k1 - k0) % 4
     for b in range(B):
-        for k in range(k0, k1):
-            av = a[b, k]
+        o = out[b]
+        a_b = a[b]
+        for k in range(k0, k4, 4):
+            a0 = a_b[k]
+            a1 = a_b[k + 1]
+            a2 = a_b[k + 2]
+            a3 = a_b[k + 3]
+            w0 = w[k]
+            w1 = w[k + 1]
+            w2 = w[k + 2]
+            w3 = w[k + 3]
             for n in range(n0, n1):
-                out[b, n] += av * w[k, n]
+                o[n] += a0 * w0[n] + a1 * w1[n] + a2 * w2[n] + a3 * w3[n]
+        for k in range(k4, k1):
+            av = a_b[k]
+            wk = w[k]
+            for n in range(n0, n1):
+                o[n] += av * wk[n]
 
 
 @jit
