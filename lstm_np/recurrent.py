@@ -68,7 +68,7 @@ class Recurrent:
     #: math; best for large ``B * H``) or ``"auto"`` (chosen per call from ``B * G * H``).
     kernel = "auto"
     #: ``"auto"`` picks ``"blas"`` when ``B * G * H`` (the width of a step's gate block) reaches this.
-    blas_threshold = 8192
+    blas_threshold = 4096
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
