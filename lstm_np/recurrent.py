@@ -236,6 +236,7 @@ class Recurrent:
         inputs, steps, weights, masks = [], [], [], []
         finals = [np.empty_like(s) for s in state0]
         past_end = np.arange(T)[:, None] >= lengths[None, :]   # (T, B)
+        full_length = not past_end.any()
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
         layer_in = x.copy() if training else x
@@ -252,7 +253,8 @@ class Recurrent:
                     dst[row] = src
                 steps.append(kept)
                 weights.append(w)
-            y[past_end] = 0.0
+            if not full_length:
+                y[past_end] = 0.0
             mask = None
             if training and self.dropout and layer < self.num_layers - 1:
                 keep = 1.0 - self.dropout
@@ -297,7 +299,8 @@ class Recurrent:
             mask = tape.dropout_masks[layer]
             if mask is not None:
                 dlayer *= mask
-            dlayer[past_end] = 0.0
+            if past_end.any():
+                dlayer[past_end] = 0.0
             dx = None
             for d in range(D):
                 row = layer * D + d

@@ -19,6 +19,8 @@ class Tape:
     - ``dropout_masks[l]``: the scaled mask applied to the output of layer ``l`` (``None``: no
       dropout).
     - ``lengths``: ``(B,)`` int64.
+    - ``weights[l * D + d]``: the parameter arrays the forward pass used (references, not copies:
+      call ``backward`` before an optimizer changes them in place).
 
     The tape owns its arrays: it never aliases the caller's input or state.
     """
