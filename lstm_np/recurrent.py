@@ -38,9 +38,24 @@ def _input_projection(x, weight):
     return (x.reshape(T * B, I) @ weight.T).reshape(T, B, weight.shape[0])
 
 
+_CHUNK_ROWS = 512
+
+
 def _sum_outer(dz, v):
-    """``sum_t dz_t^T v_t`` over all ``T * B`` rows, as one GEMM: ``(G, K)``."""
-    return dz.reshape(-1, dz.shape[-1]).T @ v.reshape(-1, v.shape[-1])
+    """``sum_t dz_t^T v_t`` over all ``T * B`` rows: ``(G, K)``.
+
+    float64: one GEMM. float32: one GEMM per block of 512 rows, the blocks summed in float64, so
+    the long reduction (``T * B`` terms) does not drift: same flops, and the float32 weight
+    gradients land as close to the float64 ones as torch's do (benchmarks/RESULTS.md)."""
+    dz2 = dz.reshape(-1, dz.shape[-1])
+    v2 = v.reshape(-1, v.shape[-1])
+    rows = dz2.shape[0]
+    if dz.dtype == np.float64 or rows <= _CHUNK_ROWS:
+        return dz2.T @ v2
+    total = np.zeros((dz2.shape[1], v2.shape[1]), np.float64)
+    for start in range(0, rows, _CHUNK_ROWS):
+        total += dz2[start:start + _CHUNK_ROWS].T @ v2[start:start + _CHUNK_ROWS]
+    return total.astype(dz.dtype)
 
 
 def _sum_rows(dz):
