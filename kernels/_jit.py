@@ -2,7 +2,7 @@
 
 ``cache=True`` so a kernel compiles once per machine; ``nogil=True`` so callers may use
 threads; ``error_model="numpy"`` so a division by zero gives inf/nan instead of raising (and lets
-loops vectorise). No ``fastmath``: its ``nnan``/``ninf`` flags would let LLVM assume finite
+loops vectorise). No ``fastmath``: its no-NaN and no-Inf assumptions would let LLVM assume finite
 values and delete the very overflow behaviour the gradient checks look at.
 """
 import numba

@@ -102,7 +102,7 @@ def run_demo(args):
              f"{settings.epochs} epochs, batch {settings.batch_size}, last "
              f"{settings.test_fraction:.0%} as test, {args.repeats} seeds",
              "",
-             f"| model | test RMSE | test RMSE (std units) |",
+             "| model | test RMSE | test RMSE (std units) |",
              "| --- | ---: | ---: |"]
     for row in report["rows"]:
         lines.append(f"| {row['model']} | {row['rmse_mean']:.3f} +- {row['rmse_std']:.3f} | "

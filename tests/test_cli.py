@@ -1,6 +1,5 @@
 """The ``lstm-np`` command end to end on tiny settings."""
 import json
-import os
 import subprocess
 import sys
 

@@ -6,7 +6,6 @@ import torch
 
 import lstm_np
 from helpers import max_relative_error
-from torch_reference import torch_module
 
 
 def sigmoid(v):

@@ -1,7 +1,6 @@
 """The model file: round trips, every documented refusal, and a fuzz of mutated files."""
 import io
 import json
-import zipfile
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """The stateful machinery: batch layout, the state store, chunked inference, checkpoints."""
-import os
 import warnings
 
 import numpy as np

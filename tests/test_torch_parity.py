@@ -3,7 +3,6 @@
 Non-zero biases (drawn by the default init), random upstream gradients on ``y`` and on every
 final state, float64 to 1e-10 relative and float32 to 1e-4 relative.
 """
-import itertools
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ import torch
 
 import lstm_np
 from lstm_np.data import stateful_batches
-from torch_reference import TORCH_DTYPE
 
 pytestmark = pytest.mark.usefixtures("kernel_path")
 
