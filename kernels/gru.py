@@ -245,12 +245,9 @@ def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
 
 @jit
 def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
-    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state (returns
-    False, changing nothing, when ``x`` has a NaN or Inf).
+    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state.
     ``w_ih_t (I, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih``, ``b_hh (3H,)``; ``ones (B,)`` int64 ones;
     ``work`` 1-D scratch of at least ``B * 10H`` entries."""
-    if not all_finite(x):
-        return False
     B, H = h.shape
     xw = work[:B * 3 * H].reshape((B, 3 * H))
     hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
@@ -265,7 +262,6 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     if not reset_after:
         matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
     gru_candidate(xw, b_ih, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
-    return True
 
 
 @jit

@@ -214,13 +214,10 @@ def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, 
 @jit
 def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
     """One streaming step for ``B`` rows, in place: ``x (B, I)`` and the state ``h (B, P)``,
-    ``c (B, H)`` are replaced by the next state. Returns False, changing nothing, when ``x``
-    has a NaN or Inf. ``w_ih_t (I, 4H)``, ``w_hh_t (P, 4H)``,
+    ``c (B, H)`` are replaced by the next state. ``w_ih_t (I, 4H)``, ``w_hh_t (P, 4H)``,
     ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``ones (B,)`` int64
     ones; ``work`` 1-D scratch of at least ``B * (14H + P)`` entries.
     """
-    if not all_finite(x):
-        return False
     B, H = c.shape
     P = h.shape[1]
     a = work[:B * 4 * H].reshape((B, 4 * H))
@@ -240,7 +237,6 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
         h[:, :] = h_next
     else:
         h[:, :] = m
-    return True
 
 
 @jit

@@ -117,12 +117,9 @@ def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps)
 
 @jit
 def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
-    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state (returns
-    False, changing nothing, when ``x`` has a NaN or Inf).
+    """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state.
     ``w_ih_t (I, H)``, ``w_hh_t (H, H)``, ``bias (H,)`` = ``b_ih + b_hh``; ``ones (B,)`` int64
     ones; ``work`` 1-D scratch of at least ``2 B H`` entries."""
-    if not all_finite(x):
-        return False
     B, H = h.shape
     a = work[:B * H].reshape((B, H))
     xa = work[B * H:2 * B * H].reshape((B, H))
@@ -131,7 +128,6 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     matmul_add(x, w_ih_t, xa, 0, x.shape[1], 0, H)
     matmul_add(h, w_hh_t, a, 0, H, 0, H)
     rnn_cell(a, xa, bias, relu, 0, ones, h)
-    return True
 
 
 @jit

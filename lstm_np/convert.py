@@ -199,7 +199,7 @@ def to_onnx(layer):
     if layer.proj_size:
         raise ValueError("to_onnx: the ONNX LSTM operator has no projection (proj_size)")
     order = {"lstm": _ONNX_LSTM_TO, "gru": _ONNX_GRU, "rnn": [0]}[cell]
-    G, H = layer.gate_count, layer.hidden_size
+    H = layer.hidden_size
     out = []
     for k in range(layer.num_layers):
         W, R, B = [], [], []
@@ -207,9 +207,7 @@ def to_onnx(layer):
             w = layer._weights(k, d)
             W.append(_blocks(w["weight_ih"], order))
             R.append(_blocks(w["weight_hh"], order))
-            zeros = np.zeros(G * H, layer.dtype)
-            B.append(np.concatenate([_blocks(w.get("bias_ih", zeros), order),
-                                     _blocks(w.get("bias_hh", zeros), order)]))
+            B.append(np.concatenate([_blocks(b, order) for b in layer._biases(w)]))
         entry = {"W": np.stack(W), "R": np.stack(R), "B": np.stack(B), "hidden_size": H,
                  "direction": "bidirectional" if layer.bidirectional else "forward"}
         if cell == "gru":

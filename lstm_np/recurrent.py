@@ -145,6 +145,19 @@ class Recurrent:
         return {name[:-len(sfx)]: value for name, value in self.params.items()
                 if name.endswith(sfx)}
 
+    def _biases(self, w):
+        """``(b_ih, b_hh)`` of one layer and direction; zeros when the layer has no bias."""
+        if self.bias:
+            return w["bias_ih"], w["bias_hh"]
+        zeros = np.zeros(self.gate_count * self.hidden_size, self.dtype)
+        return zeros, zeros
+
+    def _summed_bias(self, w):
+        """``b_ih + b_hh`` (zeros without bias): the one bias of cells that add both outside
+        every nonlinearity (LSTM, RNN)."""
+        b_ih, b_hh = self._biases(w)
+        return b_ih + b_hh
+
     # ----------------------------------------------------------------- parameters in and out
     def config(self):
         """The constructor arguments (JSON-able) that rebuild this layer's architecture."""
@@ -154,10 +167,6 @@ class Recurrent:
                    dtype=self.dtype.name)
         if self.proj_size:
             cfg["proj_size"] = self.proj_size
-        if isinstance(self, GRU):
-            cfg["reset_after"] = self.reset_after
-        if isinstance(self, RNN):
-            cfg["nonlinearity"] = self.nonlinearity
         return cfg
 
     def state_dict(self):
@@ -425,8 +434,7 @@ class LSTM(Recurrent):
 
     def stream_weights(self, layer):
         w = self._weights(layer, 0)
-        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * self.hidden_size, self.dtype)
-        parts = [w["weight_ih"].T, w["weight_hh"].T, bias]
+        parts = [w["weight_ih"].T, w["weight_hh"].T, self._summed_bias(w)]
         return parts + ([w["weight_hr"].T] if self.proj_size else [])
 
     def _run_direction(self, w, x, state0, lengths, reverse):
@@ -434,7 +442,7 @@ class LSTM(Recurrent):
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, 4H)
-        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(4 * H, dt)
+        bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
@@ -496,6 +504,9 @@ class GRU(Recurrent):
     gate_count = 3
     stream_kernel = staticmethod(gru_kernels.gru_stream)
 
+    def config(self):
+        return {**super().config(), "reset_after": self.reset_after}
+
     def stream_work_size(self):
         return 10 * self.hidden_size
 
@@ -504,8 +515,7 @@ class GRU(Recurrent):
 
     def stream_weights(self, layer):
         w = self._weights(layer, 0)
-        zeros = np.zeros(3 * self.hidden_size, self.dtype)
-        return [w["weight_ih"].T, w["weight_hh"].T, w.get("bias_ih", zeros), w.get("bias_hh", zeros)]
+        return [w["weight_ih"].T, w["weight_hh"].T, *self._biases(w)]
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
@@ -518,8 +528,7 @@ class GRU(Recurrent):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, 3H)
-        zeros = np.zeros(3 * H, dt)
-        b_ih, b_hh = w.get("bias_ih", zeros), w.get("bias_hh", zeros)
+        b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
         hn = np.empty((T, B, H), dt)
@@ -567,6 +576,9 @@ class RNN(Recurrent):
     gate_count = 1
     stream_kernel = staticmethod(rnn_kernels.rnn_stream)
 
+    def config(self):
+        return {**super().config(), "nonlinearity": self.nonlinearity}
+
     def stream_work_size(self):
         return 2 * self.hidden_size
 
@@ -575,8 +587,7 @@ class RNN(Recurrent):
 
     def stream_weights(self, layer):
         w = self._weights(layer, 0)
-        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(self.hidden_size, self.dtype)
-        return [w["weight_ih"].T, w["weight_hh"].T, bias]
+        return [w["weight_ih"].T, w["weight_hh"].T, self._summed_bias(w)]
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
@@ -591,7 +602,7 @@ class RNN(Recurrent):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
-        bias = w["bias_ih"] + w["bias_hh"] if self.bias else np.zeros(H, dt)
+        bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         forward = self._kernels(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas)
         forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T),
