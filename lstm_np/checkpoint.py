@@ -11,14 +11,10 @@ import numpy as np
 
 from . import _npzfile
 from .errors import FileFormatError
-from .recurrent import Recurrent
+from .state import recurrent_layers
 
 FORMAT = "lstm_np.checkpoint"
 VERSION = 1
-
-
-def _recurrent_layers(model):
-    return [model] if isinstance(model, Recurrent) else list(getattr(model, "recurrent_layers", list)())
 
 
 def save(trainer, path):
@@ -38,7 +34,7 @@ def save(trainer, path):
         "stateful": trainer.stateful, "batch_size": trainer.batch_size,
         "optimizer": type(opt).__name__, "optimizer_steps": opt_state["steps"],
         "rng": trainer.rng.bit_generator.state,
-        "layer_rngs": [layer.rng.bit_generator.state for layer in _recurrent_layers(trainer.model)],
+        "layer_rngs": [layer.rng.bit_generator.state for layer in recurrent_layers(trainer.model)],
         "history": {"batch_losses": trainer.history.batch_losses,
                     "epoch_losses": trainer.history.epoch_losses,
                     "skipped": trainer.history.skipped},
@@ -88,7 +84,7 @@ def load(trainer, path):
         extra = sorted(set(arrays) - known)
         if extra:
             raise FileFormatError(f"{path}: unexpected arrays {extra}")
-        layers = _recurrent_layers(trainer.model)
+        layers = recurrent_layers(trainer.model)
         if len(header["layer_rngs"]) != len(layers):
             raise FileFormatError(f"{path}: {len(header['layer_rngs'])} layer RNG states for "
                                   f"{len(layers)} recurrent layers")

@@ -12,12 +12,14 @@ from . import _arrays
 from .recurrent import Recurrent
 
 
-def _recurrent_layers(model):
+def recurrent_layers(model):
+    """The recurrent layers of ``model`` (a recurrent layer itself, or a model with a
+    ``recurrent_layers()`` method such as :class:`~lstm_np.Sequential`), in order."""
     if isinstance(model, Recurrent):
         return [model]
     if hasattr(model, "recurrent_layers"):
         return model.recurrent_layers()
-    raise TypeError(f"StateStore: expected a recurrent layer or a Sequential, got "
+    raise TypeError(f"expected a recurrent layer or a Sequential, got "
                     f"{type(model).__name__}")
 
 
@@ -36,7 +38,7 @@ class StateStore:
 
     def __init__(self, model, batch_size):
         self.batch_size = _arrays.positive_int(batch_size, "batch_size")
-        self._layers = _recurrent_layers(model)
+        self._layers = recurrent_layers(model)
         self._states = [tuple(np.zeros((layer.num_layers * layer.num_directions,
                                         self.batch_size, n), layer.dtype)
                               for n in layer.state_sizes()) for layer in self._layers]

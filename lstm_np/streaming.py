@@ -39,7 +39,8 @@ class Stream:
         self._sizes = layer.state_sizes()
         self._state = np.zeros(L * B * sum(self._sizes), layer.dtype)
         self._expected = (B, layer.input_size)
-        self._top = slice((L - 1) * B * sum(self._sizes), (L - 1) * B * sum(self._sizes) + B * self._sizes[0])
+        top = (L - 1) * B * sum(self._sizes)            # the last layer's h, first in its block
+        self._top = slice(top, top + B * self._sizes[0])
         self._kernel = layer.stream_kernel
         self.refresh()
         if state is not None:
