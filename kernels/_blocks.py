@@ -16,24 +16,26 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
     """
     B = a.shape[0]
     k4 = k1 - (k1 - k0) % 4
+    # every inner loop runs over views from index 0: with a non-zero start Numba must allow for
+    # negative indices, and the wrap-around test it inserts keeps LLVM from vectorising
     for b in range(B):
-        o = out[b]
+        o = out[b, n0:n1]
         a_b = a[b]
         for k in range(k0, k4, 4):
             a0 = a_b[k]
             a1 = a_b[k + 1]
             a2 = a_b[k + 2]
             a3 = a_b[k + 3]
-            w0 = w[k]
-            w1 = w[k + 1]
-            w2 = w[k + 2]
-            w3 = w[k + 3]
-            for n in range(n0, n1):
+            w0 = w[k, n0:n1]
+            w1 = w[k + 1, n0:n1]
+            w2 = w[k + 2, n0:n1]
+            w3 = w[k + 3, n0:n1]
+            for n in range(o.shape[0]):
                 o[n] += a0 * w0[n] + a1 * w1[n] + a2 * w2[n] + a3 * w3[n]
         for k in range(k4, k1):
             av = a_b[k]
-            wk = w[k]
-            for n in range(n0, n1):
+            wk = w[k, n0:n1]
+            for n in range(o.shape[0]):
                 o[n] += av * wk[n]
 
 
@@ -52,11 +54,19 @@ def step_indices(s, T, reverse):
 
 
 @jit
+def copy_into(dst, src):
+    """``dst[:] = src`` for 1-D arrays of one length, as a plain loop (Numba's slice assignment
+    goes through a general broadcasting path that costs more than a short row's copy)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@jit
 def carry_past_end(t, lengths, prev, cur):
     """Rows whose sequence has ended (``t >= lengths[b]``) keep their previous state."""
     for b in range(lengths.shape[0]):
         if t >= lengths[b]:
-            cur[b, :] = prev[b, :]
+            copy_into(cur[b], prev[b])
 
 
 @jit

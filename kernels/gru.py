@@ -34,7 +34,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, all_finite, matmul_add, step_indices, take_block
+from ._blocks import add_into, all_finite, copy_into, matmul_add, step_indices, take_block
 from ._jit import jit
 
 
@@ -59,7 +59,7 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
         for j in range(2 * H):
             g_b[j] = sigmoid(hw_b[j])
         if reset_after:
-            hn_b[:] = hw_b[2 * H:]
+            copy_into(hn_b, hw_b[2 * H:])
         else:
             hp_b = h_prev[b]
             for j in range(H):
@@ -78,7 +78,7 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
         hp_b = h_prev[b]
         if t >= lengths[b]:
             g_b[2 * H:] = 0.0
-            h_b[:] = hp_b
+            copy_into(h_b, hp_b)
             continue
         x_b = xw[b]
         hw_b = hw[b]
@@ -111,7 +111,7 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         for b in range(B):
-            hw[b, :] = b_hh
+            copy_into(hw[b], b_hh)
         matmul_add(h_seq[p], w_hh_t, hw, 0, H, 0, rz_end)
         gru_gates_rz(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
         if not reset_after:
@@ -255,7 +255,7 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
     xw[:, :] = 0.0
     for b in range(B):
-        hw[b, :] = b_hh
+        copy_into(hw[b], b_hh)
     matmul_add(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
     gru_gates_rz(xw, b_ih, hw, h, reset_after, 0, ones, gates, hn)
@@ -265,19 +265,21 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
 
 
 @jit
-def gru_stream(x, pack, meta, state, work):
+def gru_stream(x_flat, pack, meta, state, work):
     """One streaming step of a stack of ``L`` unidirectional GRU layers, in place, in one call.
 
     ``meta`` (int64): ``[L, B, H, reset_after, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per
     layer ``w_ih_t (I_l, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``, raveled and
     concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``B * 10H``.
-    Returns False, changing nothing, when ``x`` has a NaN or Inf.
+    ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
+    NaN or Inf.
     """
-    if not all_finite(x):
-        return False
     L, B, H = meta[0], meta[1], meta[2]
     reset_after = meta[3] != 0
     ones = meta[4 + L:4 + L + B]
+    x = x_flat.reshape((B, meta[4]))
+    if not all_finite(x):
+        return False
     off = 0
     inp = x
     for k in range(L):

@@ -36,7 +36,8 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices, take_block
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add, step_indices,
+                      take_block)
 from ._jit import jit
 
 
@@ -48,39 +49,43 @@ def lstm_cell(a, xw, bias, c_prev, t, lengths, gates, c, tanh_c, m):
 
     Writes ``gates (B, 4H)`` (activated i, f, g, o), ``c (B, H)``, ``tanh_c (B, H)`` and
     ``m = o * tanh(c) (B, H)``. Rows past their length copy ``c_prev`` and leave zeros.
-    Each activation runs as its own simple loop over a contiguous row, which LLVM vectorises.
     """
     B, H = c.shape
     for b in range(B):
-        g_b = gates[b]
-        c_b = c[b]
-        tc_b = tanh_c[b]
-        m_b = m[b]
         if t >= lengths[b]:
-            g_b[:] = 0.0
-            c_b[:] = c_prev[b]
-            tc_b[:] = 0.0
-            m_b[:] = 0.0
+            gates[b, :] = 0.0
+            copy_into(c[b], c_prev[b])
+            tanh_c[b, :] = 0.0
+            m[b, :] = 0.0
             continue
         a_b = a[b]
         x_b = xw[b]
-        cp_b = c_prev[b]
         # sum into the scratch first: gates may share memory with xw, and a loop that reads and
         # writes the same array through two names is not vectorised
         for j in range(4 * H):
             a_b[j] += x_b[j] + bias[j]
-        for j in range(2 * H):                     # i, f
-            g_b[j] = sigmoid(a_b[j])
-        for j in range(2 * H, 3 * H):              # g
-            g_b[j] = tanh(a_b[j])
-        for j in range(3 * H, 4 * H):              # o
-            g_b[j] = sigmoid(a_b[j])
-        for j in range(H):
-            c_b[j] = g_b[H + j] * cp_b[j] + g_b[j] * g_b[2 * H + j]
-        for j in range(H):
-            tc_b[j] = tanh(c_b[j])
-        for j in range(H):
-            m_b[j] = g_b[3 * H + j] * tc_b[j]
+        lstm_cell_row(a_b, c_prev[b], gates[b], c[b], tanh_c[b], m[b])
+
+
+@jit
+def lstm_cell_row(a, c_prev, gates, c, tanh_c, m):
+    """The gate math of one row from its summed pre-activations ``a (4H,)`` and ``c_prev (H,)``:
+    writes ``gates (4H,)``, ``c``, ``tanh_c`` and ``m (H,)``. No output may share memory with an
+    input (LLVM then keeps the loops scalar). Each activation runs as its own simple loop over a
+    contiguous row, which LLVM vectorises."""
+    H = c.shape[0]
+    for j in range(2 * H):                     # i, f
+        gates[j] = sigmoid(a[j])
+    for j in range(2 * H, 3 * H):              # g
+        gates[j] = tanh(a[j])
+    for j in range(3 * H, 4 * H):              # o
+        gates[j] = sigmoid(a[j])
+    for j in range(H):
+        c[j] = gates[H + j] * c_prev[j] + gates[j] * gates[2 * H + j]
+    for j in range(H):
+        tanh_c[j] = tanh(c[j])
+    for j in range(H):
+        m[j] = gates[3 * H + j] * tanh_c[j]
 
 
 @jit
@@ -94,7 +99,7 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
     B, H = dc.shape
     for b in range(B):
         if t >= lengths[b]:
-            dc_t[b, :] = dc[b]
+            copy_into(dc_t[b], dc[b])
             da[b, :] = 0.0
             continue
         g = gates[b]
@@ -212,48 +217,53 @@ def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, 
 
 
 @jit
-def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, ones, h, c, work):
+def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
     """One streaming step for ``B`` rows, in place: ``x (B, I)`` and the state ``h (B, P)``,
     ``c (B, H)`` are replaced by the next state. ``w_ih_t (I, 4H)``, ``w_hh_t (P, 4H)``,
-    ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``ones (B,)`` int64
-    ones; ``work`` 1-D scratch of at least ``B * (14H + P)`` entries.
+    ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``work`` 1-D
+    scratch of at least ``B * (4H + 4H + 3H + P)`` entries.
+
+    The products accumulate onto the bias in one buffer (no separate input product); the new
+    state goes to scratch and is copied back, so no loop reads and writes the same memory.
     """
     B, H = c.shape
     P = h.shape[1]
     a = work[:B * 4 * H].reshape((B, 4 * H))
     gates = work[B * 4 * H:B * 8 * H].reshape((B, 4 * H))
-    tanh_c = work[B * 8 * H:B * 9 * H].reshape((B, H))
-    m = work[B * 9 * H:B * 10 * H].reshape((B, H))
-    h_next = work[B * 10 * H:B * (10 * H + P)].reshape((B, P))
-    xa = work[B * (10 * H + P):B * (14 * H + P)].reshape((B, 4 * H))
-    a[:, :] = 0.0
-    xa[:, :] = 0.0
-    matmul_add(x, w_ih_t, xa, 0, x.shape[1], 0, 4 * H)
+    c_next = work[B * 8 * H:B * 9 * H].reshape((B, H))
+    tanh_c = work[B * 9 * H:B * 10 * H].reshape((B, H))
+    m = work[B * 10 * H:B * 11 * H].reshape((B, H))
+    for b in range(B):
+        copy_into(a[b], bias)
+    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, 4 * H)
     matmul_add(h, w_hh_t, a, 0, P, 0, 4 * H)
-    lstm_cell(a, xa, bias, c, 0, ones, gates, c, tanh_c, m)   # c: each entry read, then written
+    for b in range(B):
+        lstm_cell_row(a[b], c[b], gates[b], c_next[b], tanh_c[b], m[b])
+        copy_into(c[b], c_next[b])
     if has_proj:
-        h_next[:, :] = 0.0
-        matmul_add(m, w_hr_t, h_next, 0, H, 0, P)
-        h[:, :] = h_next
+        h[:, :] = 0.0
+        matmul_add(m, w_hr_t, h, 0, H, 0, P)
     else:
-        h[:, :] = m
+        for b in range(B):
+            copy_into(h[b], m[b])
 
 
 @jit
-def lstm_stream(x, pack, meta, state, work):
+def lstm_stream(x_flat, pack, meta, state, work):
     """One streaming step of a stack of ``L`` unidirectional LSTM layers, in place, in one call.
 
-    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]`` then ``B`` ones.
+    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]``.
     ``pack``: per layer ``w_ih_t (I_l, 4H)``, ``w_hh_t (P, 4H)``, ``bias (4H,)``, and
     ``w_hr_t (H, P)`` with projection, raveled and concatenated. ``state``: per layer ``h (B, P)``
-    then ``c (B, H)``, raveled and concatenated. ``work``: scratch of ``B * (14H + P)``.
-    Returns False, changing nothing, when ``x (B, I_0)`` has a NaN or Inf.
+    then ``c (B, H)``, raveled and concatenated. ``work``: scratch of ``B * 11H``.
+    ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
+    NaN or Inf.
     """
-    if not all_finite(x):
-        return False
     L, B, H, P = meta[0], meta[1], meta[2], meta[3]
     has_proj = meta[4] != 0
-    ones = meta[5 + L:5 + L + B]
+    x = x_flat.reshape((B, meta[5]))
+    if not all_finite(x):
+        return False
     off = 0
     soff = 0
     inp = x
@@ -269,7 +279,7 @@ def lstm_stream(x, pack, meta, state, work):
         soff += B * P
         c = state[soff:soff + B * H].reshape((B, H))
         soff += B * H
-        lstm_step(inp, w_ih_t, w_hh_t, bias_2d[0], w_hr_t, has_proj, ones, h, c, work)
+        lstm_step(inp, w_ih_t, w_hh_t, bias_2d[0], w_hr_t, has_proj, h, c, work)
         inp = h
     return True
 

@@ -131,19 +131,20 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
 
 
 @jit
-def rnn_stream(x, pack, meta, state, work):
+def rnn_stream(x_flat, pack, meta, state, work):
     """One streaming step of a stack of ``L`` unidirectional RNN layers, in place, in one call.
 
     ``meta`` (int64): ``[L, B, H, relu, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per layer
     ``w_ih_t (I_l, H)``, ``w_hh_t (H, H)``, ``bias (H,)``, raveled and concatenated. ``state``:
-    per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. Returns False, changing nothing, when
-    ``x`` has a NaN or Inf.
+    per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. ``x_flat`` is the input ``(B, I_0)``
+    raveled. Returns False, changing nothing, when it has a NaN or Inf.
     """
-    if not all_finite(x):
-        return False
     L, B, H = meta[0], meta[1], meta[2]
     relu = meta[3] != 0
     ones = meta[4 + L:4 + L + B]
+    x = x_flat.reshape((B, meta[4]))
+    if not all_finite(x):
+        return False
     off = 0
     inp = x
     for k in range(L):

@@ -427,7 +427,7 @@ class LSTM(Recurrent):
         return (self.output_size, self.hidden_size)
 
     def stream_work_size(self):
-        return 14 * self.hidden_size + self.output_size
+        return 11 * self.hidden_size
 
     def stream_flags(self):
         return [self.output_size, int(self.proj_size > 0)]

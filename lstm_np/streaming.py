@@ -15,6 +15,7 @@ copied (transposed for the kernels) when the stream is made; after changing ``la
 import numpy as np
 
 from . import _arrays
+from .kernels._jit import compiled_for
 
 
 class Stream:
@@ -38,11 +39,14 @@ class Stream:
         self._work = np.empty(B * layer.stream_work_size(), layer.dtype)
         self._sizes = layer.state_sizes()
         self._state = np.zeros(L * B * sum(self._sizes), layer.dtype)
+        self._dtype = layer.dtype
         self._expected = (B, layer.input_size)
+        self._unbatched_shape = (layer.input_size,) if B == 1 else None
         top = (L - 1) * B * sum(self._sizes)            # the last layer's h, first in its block
-        self._top = slice(top, top + B * self._sizes[0])
-        self._kernel = layer.stream_kernel
+        self._top = self._state[top:top + B * self._sizes[0]]    # (B*P,) view of the state
         self.refresh()
+        self._kernel = compiled_for(layer.stream_kernel, np.zeros(B * layer.input_size, layer.dtype),
+                                    self._pack, self._meta, self._state, self._work)
         if state is not None:
             self.state = state
 
@@ -91,15 +95,22 @@ class Stream:
     def step(self, x):
         """Advance one time step: ``x (B, I)`` (or ``(I,)`` when ``batch_size == 1``) ->
         ``y (B, P)`` (or ``(P,)``), a new array."""
+        if type(x) is np.ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
+            if x.shape == self._unbatched_shape:                   # the common case: no copies
+                return self._advance(x, x).copy()
+            if x.shape == self._expected:
+                return self._advance(x.reshape(-1), x).reshape(self._expected[0], -1)
         x_arr = np.asarray(x)
         unbatched = x_arr.ndim == 1 and self.batch_size == 1
-        if unbatched:
-            x_arr = x_arr.reshape(self._expected)
-        if x_arr.shape != self._expected or x_arr.dtype != self.layer.dtype \
-                or not x_arr.flags.c_contiguous:
-            x_arr = np.ascontiguousarray(_arrays.float_array(
-                x_arr, "step input x", self.layer.dtype, shape=self._expected, finite=False))
-        if not self._kernel(x_arr, self._pack, self._meta, self._state, self._work):
-            _arrays.float_array(x_arr, "step input x", self.layer.dtype)   # raises: non-finite
-        out = self._state[self._top].copy()
-        return out if unbatched else out.reshape(self.batch_size, -1)
+        x_arr = np.ascontiguousarray(_arrays.float_array(
+            x_arr.reshape(self._expected) if unbatched else x_arr, "step input x",
+            self._dtype, shape=self._expected, finite=False))
+        y = self._advance(x_arr.reshape(-1), x_arr)
+        return y.copy() if unbatched else y.reshape(self._expected[0], -1)
+
+    def _advance(self, x_flat, x):
+        """Run the stack on the checked input ``x_flat`` (``B*I``, C-contiguous, the layer's
+        dtype); return the top layer's new ``h`` as a copy ``(B*P,)``."""
+        if not self._kernel(x_flat, self._pack, self._meta, self._state, self._work):
+            _arrays.float_array(x, "step input x", self._dtype)        # raises: non-finite
+        return self._top.copy()

@@ -85,3 +85,31 @@ def test_stream_errors():
     with pytest.raises(ValueError, match=r"slots: expected indices in \[0, 1\]"):
         stream.reset([2])
     assert all(np.array_equal(a, b) for a, b in zip(state, stream.state))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_input_form_takes_the_same_step(cell):
+    """The fast path (a C-contiguous array of the layer's dtype) and the checked path (anything
+    else array-like) give bitwise the same outputs and state."""
+    layer = make_layer(cell, 3, 4, dtype=np.float64, num_layers=2)
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal((5, 3))
+    reference = layer.stream()
+    expected = [reference.step(np.ascontiguousarray(v)) for v in xs]
+    wide = np.zeros((5, 6))
+    wide[:, ::2] = xs                                   # strided rows
+    read_only = xs.copy()
+    read_only.flags.writeable = False
+    forms = {"strided": list(wide[:, ::2]), "read_only": list(read_only),
+             "list": [v.tolist() for v in xs], "batched (1, I)": [v[None, :] for v in xs]}
+    for name, inputs in forms.items():
+        stream = layer.stream()
+        ys = [stream.step(v) for v in inputs]
+        for y, e in zip(ys, expected):
+            assert np.array_equal(y.reshape(e.shape), e), name
+        assert np.array_equal(stream.state if cell != "lstm" else stream.state[1],
+                              reference.state if cell != "lstm" else reference.state[1]), name
+    stream = layer.stream()
+    y = stream.step(xs[0])
+    y[...] = 7.0                                        # the output is a new array
+    assert np.array_equal(stream.step(xs[1]), expected[1])
