@@ -10,33 +10,66 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
     """``out[:, n0:n1] += a[:, k0:k1] @ w[k0:k1, n0:n1]`` for C-contiguous ``a (B, K)``,
     ``w (K, N)``, ``out (B, N)``; the ranges let a cell use one block of a stacked weight.
 
-    The inner loop runs along rows of ``w`` and ``out``, four rows of ``w`` at a time (one load
-    and store of ``out`` per four multiply-adds); LLVM vectorises it without reassociating any
-    sum, so results do not depend on the vector width.
+    Rows go in pairs: each load of two rows of ``w`` feeds four multiply-adds (two rows of
+    ``out``), which halves the traffic from L2 when ``w`` does not fit in L1. The inner loops run
+    along rows of ``w`` and ``out`` and LLVM vectorises them without reassociating any sum, so
+    results do not depend on the vector width. A last odd row goes through :func:`_matmul_add_row`.
     """
     B = a.shape[0]
-    k4 = k1 - (k1 - k0) % 4
+    b2 = B - B % 2
+    k2 = k1 - (k1 - k0) % 2
     # every inner loop runs over views from index 0: with a non-zero start Numba must allow for
-    # negative indices, and the wrap-around test it inserts keeps LLVM from vectorising
-    for b in range(B):
-        o = out[b, n0:n1]
-        a_b = a[b]
-        for k in range(k0, k4, 4):
-            a0 = a_b[k]
-            a1 = a_b[k + 1]
-            a2 = a_b[k + 2]
-            a3 = a_b[k + 3]
+    # negative indices, and the wrap-around test it inserts keeps LLVM from vectorising. Two
+    # output rows and two weight rows are as many arrays as LLVM will check for overlap.
+    for b in range(0, b2, 2):
+        o0 = out[b, n0:n1]
+        o1 = out[b + 1, n0:n1]
+        a0 = a[b]
+        a1 = a[b + 1]
+        for k in range(k0, k2, 2):
             w0 = w[k, n0:n1]
             w1 = w[k + 1, n0:n1]
-            w2 = w[k + 2, n0:n1]
-            w3 = w[k + 3, n0:n1]
-            for n in range(o.shape[0]):
-                o[n] += a0 * w0[n] + a1 * w1[n] + a2 * w2[n] + a3 * w3[n]
-        for k in range(k4, k1):
-            av = a_b[k]
+            a00 = a0[k]
+            a01 = a0[k + 1]
+            a10 = a1[k]
+            a11 = a1[k + 1]
+            for n in range(o0.shape[0]):
+                v0 = w0[n]
+                v1 = w1[n]
+                o0[n] += a00 * v0 + a01 * v1
+                o1[n] += a10 * v0 + a11 * v1
+        for k in range(k2, k1):
             wk = w[k, n0:n1]
-            for n in range(o.shape[0]):
-                o[n] += av * wk[n]
+            a00 = a0[k]
+            a10 = a1[k]
+            for n in range(o0.shape[0]):
+                o0[n] += a00 * wk[n]
+                o1[n] += a10 * wk[n]
+    if b2 < B:
+        _matmul_add_row(a[b2], w, out[b2, n0:n1], k0, k1, n0, n1)
+
+
+@jit
+def _matmul_add_row(a_b, w, o, k0, k1, n0, n1):
+    """One row of :func:`matmul_add`: ``o += a_b[k0:k1] @ w[k0:k1, n0:n1]``, four rows of ``w``
+    per pass over ``o`` (one load and store of ``o`` per four multiply-adds)."""
+    k4 = k1 - (k1 - k0) % 4
+    for k in range(k0, k4, 4):
+        a0 = a_b[k]
+        a1 = a_b[k + 1]
+        a2 = a_b[k + 2]
+        a3 = a_b[k + 3]
+        w0 = w[k, n0:n1]
+        w1 = w[k + 1, n0:n1]
+        w2 = w[k + 2, n0:n1]
+        w3 = w[k + 3, n0:n1]
+        for n in range(o.shape[0]):
+            o[n] += a0 * w0[n] + a1 * w1[n] + a2 * w2[n] + a3 * w3[n]
+    for k in range(k4, k1):
+        av = a_b[k]
+        wk = w[k, n0:n1]
+        for n in range(o.shape[0]):
+            o[n] += av * wk[n]
 
 
 @jit

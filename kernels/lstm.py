@@ -160,6 +160,7 @@ def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     ``B*H``); same arguments, same results up to summation order. The gate math is the same
     ``@njit`` :func:`lstm_cell`."""
     T = xw.shape[0]
+    partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         np.matmul(h_seq[p], w_hh_t, out=a)
@@ -167,7 +168,8 @@ def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
         lstm_cell(a, xw[t], bias, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
-        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+        if partial:
+            carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
 @jit
@@ -204,6 +206,7 @@ def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, 
                        dh, dc, da, dh_steps, dc_steps, dm):
     """:func:`lstm_backward` with the per-step products in NumPy's BLAS; same arguments."""
     T = dy.shape[0]
+    partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p = (s, s + 1) if reverse else (T - 1 - s, T - 1 - s)
         dh_t = dh_steps[t]
@@ -213,7 +216,8 @@ def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, 
         lstm_cell_backward(dm if has_proj else dh_t, dc, gates[t], c_seq[p], tanh_c[t], t,
                            lengths, da[t], dc_steps[t])
         np.matmul(da[t], w_hh, out=dh)
-        carry_past_end(t, lengths, dh_t, dh)
+        if partial:
+            carry_past_end(t, lengths, dh_t, dh)
 
 
 @jit

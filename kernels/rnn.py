@@ -61,11 +61,13 @@ def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
 def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
     """:func:`rnn_forward` with the per-step product in NumPy's BLAS; same arguments."""
     T = xw.shape[0]
+    partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         np.matmul(h_seq[p], w_hh_t, out=a)
         rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
-        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+        if partial:
+            carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
 @jit
@@ -106,13 +108,15 @@ def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
 def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
     """:func:`rnn_backward` with the per-step product in NumPy's BLAS; same arguments."""
     T = dy.shape[0]
+    partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, q = (s, s) if reverse else (T - 1 - s, T - s)
         dh_t = dh_steps[t]
         np.add(dh, dy[t], out=dh_t)
         rnn_cell_backward(dh_t, h_seq[q], relu, t, lengths, da[t])
         np.matmul(da[t], w_hh, out=dh)
-        carry_past_end(t, lengths, dh_t, dh)
+        if partial:
+            carry_past_end(t, lengths, dh_t, dh)
 
 
 @jit

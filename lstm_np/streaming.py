@@ -96,8 +96,8 @@ class Stream:
         """Advance one time step: ``x (B, I)`` (or ``(I,)`` when ``batch_size == 1``) ->
         ``y (B, P)`` (or ``(P,)``), a new array."""
         if type(x) is np.ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
-            if x.shape == self._unbatched_shape:                   # the common case: no copies
-                return self._advance(x, x).copy()
+            if x.shape == self._unbatched_shape:           # the common case: nothing to convert
+                return self._advance(x, x)
             if x.shape == self._expected:
                 return self._advance(x.reshape(-1), x).reshape(self._expected[0], -1)
         x_arr = np.asarray(x)
@@ -106,7 +106,7 @@ class Stream:
             x_arr.reshape(self._expected) if unbatched else x_arr, "step input x",
             self._dtype, shape=self._expected, finite=False))
         y = self._advance(x_arr.reshape(-1), x_arr)
-        return y.copy() if unbatched else y.reshape(self._expected[0], -1)
+        return y if unbatched else y.reshape(self._expected[0], -1)
 
     def _advance(self, x_flat, x):
         """Run the stack on the checked input ``x_flat`` (``B*I``, C-contiguous, the layer's
