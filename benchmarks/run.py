@@ -18,7 +18,7 @@ two smallest shapes and 3 repeats):
    float64 result, for lstm_np and for torch.
 
 Every timing is the median of ``--repeats`` runs after a warm-up, lstm_np and torch timed in
-alternation; ratios are lstm_np / torch
+alternation (with 2 threads: in blocks, see :func:`paired_medians`); ratios are lstm_np / torch
 (below 1: lstm_np is faster). The machine is shared and noisy: read ratios, and re-run a row
 before trusting it.
 """
@@ -51,17 +51,39 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def paired_medians(ours, theirs, repeats):
-    """Medians of ``ours`` and ``theirs`` timed in alternation (ours, theirs, ours, ...), so that
-    the machine's drifts and bursts of load fall on both sides alike."""
-    ours()
-    theirs()
+def paired_medians(ours, theirs, repeats, threads=1):
+    """Medians of ``ours`` and ``theirs``.
+
+    One thread: timed in alternation (ours, theirs, ours, ...), so that the machine's drifts and
+    bursts of load fall on both sides alike.
+
+    Several threads: in blocks (ours x n, theirs x n, ours x n, theirs x n), each block after a
+    pause and an untimed call. Both libraries keep a pool of worker threads that spin for a
+    while after each parallel call (OpenBLAS up to ~0.1 s, torch's OpenMP pool); on two cores,
+    strict alternation times each library against the other's spinning workers, and rows came
+    out 2-10x off what either library does alone. The blocks time each one in its own steady
+    state, as a program using only that library would run.
+    """
+    if threads == 1:
+        ours()
+        theirs()
+        t_ours, t_theirs = [], []
+        for _ in range(repeats):
+            for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        return statistics.median(t_ours), statistics.median(t_theirs)
+    per_block = (repeats + 1) // 2
     t_ours, t_theirs = [], []
-    for _ in range(repeats):
+    for _ in range(2):
         for fn, times in ((ours, t_ours), (theirs, t_theirs)):
-            start = time.perf_counter()
+            time.sleep(0.25)            # the other library's idle workers stop spinning
             fn()
-            times.append(time.perf_counter() - start)
+            for _ in range(per_block):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
     return statistics.median(t_ours), statistics.median(t_theirs)
 
 
@@ -139,7 +161,7 @@ def section_compute(kind, args, rng, lines):
                     for B, I, H in args.shapes:
                         ours, theirs = pair(cell, B, I, H, DTYPES[dname], rng)
                         reps = args.repeats if B * H < 32768 else max(3, args.repeats // 2)
-                        t_ours, t_theirs = paired_medians(ours, theirs, reps)
+                        t_ours, t_theirs = paired_medians(ours, theirs, reps, threads)
                         row = (f"| {cell.upper()} | {dname} | {B}, {I}, {H} | {threads} | "
                                f"{t_ours * 1e3:.3g} | {t_theirs * 1e3:.3g} | "
                                f"{t_ours / t_theirs:.2f} |")
@@ -395,7 +417,10 @@ def main(argv=None):
              f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
-             f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch"]
+             f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch",
+             "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in blocks after a pause "
+             "(each library's idle worker threads spin on the core the other needs; see "
+             "`paired_medians`)"]
     print("\n".join(lines), flush=True)
     rng = np.random.default_rng(0)
     train_times = {}

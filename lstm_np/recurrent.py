@@ -270,8 +270,12 @@ class Recurrent:
             for d in range(D):
                 row = layer * D + d
                 w = self._weights(layer, d)
-                out, final, kept = self._run_direction(
-                    w, layer_in, tuple(s[row] for s in state0), lengths, bool(d))
+                init = tuple(s[row] for s in state0)
+                if training:
+                    out, final, kept = self._run_direction(w, layer_in, init, lengths, bool(d))
+                else:
+                    (out, final), kept = self._infer_direction(w, layer_in, init, lengths,
+                                                               bool(d)), None
                 y[:, :, d * P:(d + 1) * P] = out
                 for dst, src in zip(finals, final):
                     dst[row] = src
@@ -368,6 +372,12 @@ class Recurrent:
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
         raise NotImplementedError
 
+    def _infer_direction(self, w, x, state0, lengths, reverse):
+        """Inference of one direction: ``(out (T, B, P), final_state)``. By default the training
+        forward with its tape dropped; a cell may override it to keep no tape at all."""
+        out, final, _ = self._run_direction(w, x, state0, lengths, reverse)
+        return out, final
+
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         """BPTT of one direction: ``(dx, dstate0, dweights, dh_steps, dc_steps or None)``."""
         raise NotImplementedError
@@ -457,6 +467,23 @@ class LSTM(Recurrent):
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
         return out, (h_n, c_n), kept
+
+    def _infer_direction(self, w, x, state0, lengths, reverse):
+        T, B, _ = x.shape
+        H, P = self.hidden_size, self.output_size
+        dt = self.dtype
+        h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
+        cc = np.empty((2, B, H), dt)                                    # c, ping-pong
+        cc[0] = state0[1]
+        has_proj = self.proj_size > 0
+        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
+        infer = self._kernels(B, lstm_kernels.lstm_infer, lstm_kernels.lstm_infer_blas)
+        infer(np.ascontiguousarray(x), np.ascontiguousarray(w["weight_ih"].T), self._summed_bias(w),
+              np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj, lengths, reverse,
+              h_seq, cc, np.empty((B, 4 * H), dt), np.empty((B, 4 * H), dt),
+              np.empty((B, 4 * H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
+        out, h_n = _outputs(h_seq, reverse)
+        return out, (h_n, cc[T % 2])
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lstm_np
-from helpers import make_layer, max_relative_error, random_state
+from helpers import make_layer, max_relative_error, random_state, state_parts
 from torch_reference import torch_module
 
 pytestmark = pytest.mark.usefixtures("kernel_path")
@@ -138,7 +138,10 @@ def test_inference_equals_training_forward(cell):
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     y1, s1 = layer(x)
     y2, s2, _ = layer.forward(x)
-    assert y1.dtype == np.float32 and np.array_equal(y1, y2)
+    # the LSTM's inference kernel takes the input product per step (another summation order)
+    assert y1.dtype == np.float32 and max_relative_error(y1, y2) <= 1e-6
+    for a, b in zip(state_parts(s1), state_parts(s2)):
+        assert max_relative_error(a, b) <= 1e-6
 
 
 def test_shapes_and_gradients_container():

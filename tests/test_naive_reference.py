@@ -87,3 +87,35 @@ def test_gru_forms_differ():
     b = make_layer("gru", 3, 4, reset_after=False)
     b.load_state_dict(a.params)
     assert max_relative_error(a(x)[0], b(x)[0]) > 1e-3
+
+
+INFERENCE_CASES = [
+    {}, {"num_layers": 2, "bidirectional": True}, {"proj_size": 2}, {"bias": False},
+    {"proj_size": 3, "bidirectional": True, "num_layers": 2}, {"batch_first": True},
+]
+
+
+@pytest.mark.parametrize("options", INFERENCE_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_lstm_inference_path_equals_training_forward(options, dtype, with_lengths):
+    """``layer(x)`` runs a kernel that keeps no tape (per-step input product, ping-pong cell
+    state); it must give the training forward's outputs and final state."""
+    rng = np.random.default_rng(11)
+    T, B = 9, 5
+    layer = make_layer("lstm", 3, 6, dtype=dtype, **options)
+    x = rng.standard_normal((B, T, 3) if options.get("batch_first") else (T, B, 3)).astype(dtype)
+    x = np.swapaxes(np.swapaxes(x, 0, 1).copy(), 0, 1)        # same values, not C-contiguous
+    state = random_state(layer, B, rng)
+    lengths = np.array([9, 4, 1, 9, 6]) if with_lengths else None
+    y_inf, s_inf = layer(x, state, lengths=lengths)
+    y_fwd, s_fwd, _ = layer.forward(x, state, lengths=lengths)
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    assert max_relative_error(y_inf, y_fwd) <= tol
+    for a, b in zip(state_parts(s_inf), state_parts(s_fwd)):
+        assert max_relative_error(a, b) <= tol
+    if not options:        # odd and even T: the final c is in either half of the ping-pong
+        short = None if lengths is None else np.minimum(lengths, T - 1)
+        _, s_even = layer(x[:T - 1], state, lengths=short)
+        _, t_even, _ = layer.forward(x[:T - 1], state, lengths=short)
+        assert max_relative_error(s_even[1], t_even[1]) <= tol
