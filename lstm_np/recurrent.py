@@ -58,6 +58,15 @@ def _sum_outer(dz, v):
     return total.astype(dz.dtype)
 
 
+def _sum_outer_pair(dz, u, v):
+    """``(sum_t dz_t^T u_t, sum_t dz_t^T v_t)`` as one :func:`_sum_outer` over ``[u, v]``
+    (``(T, B, I + P)``): one product with ``N = I + P`` runs faster than two, the first of them
+    thin, and the copy it needs is small next to it."""
+    n_u = u.shape[2]
+    both = _sum_outer(dz, np.concatenate([u, v], axis=2))
+    return np.ascontiguousarray(both[:, :n_u]), np.ascontiguousarray(both[:, n_u:])
+
+
 def _sum_rows(dz):
     """``sum`` of ``dz (T, B, G)`` over time and batch: ``(G,)``, in the same blocks as
     :func:`_sum_outer` (a float32 product with a ones vector per 512 rows, the blocks summed in
@@ -515,8 +524,8 @@ class LSTM(Recurrent):
         backward(dy, kept["gates"], kept["c_seq"], kept["tanh_c"],
                                    w["weight_hh"], w_hr, has_proj, lengths, reverse,
                                    dh, dc, da, dh_steps, dc_steps, np.empty((B, H), dt))
-        dw = {"weight_ih": _sum_outer(da, x),
-              "weight_hh": _sum_outer(da, _previous(kept["h_seq"], reverse))}
+        dw = dict(zip(("weight_ih", "weight_hh"),
+                      _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
             dw["bias_ih"] = _sum_rows(da)
             dw["bias_hh"] = dw["bias_ih"].copy()
@@ -663,8 +672,8 @@ class RNN(Recurrent):
         backward = self._kernels(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas)
         backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
                                  lengths, reverse, dh, da, dh_steps)
-        dw = {"weight_ih": _sum_outer(da, x),
-              "weight_hh": _sum_outer(da, _previous(kept["h_seq"], reverse))}
+        dw = dict(zip(("weight_ih", "weight_hh"),
+                      _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
             dw["bias_ih"] = _sum_rows(da)
             dw["bias_hh"] = dw["bias_ih"].copy()
