@@ -22,7 +22,7 @@ direction of one layer through its kernels.
 """
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _workspace
 from .kernels import gru as gru_kernels
 from .kernels import lstm as lstm_kernels
 from .kernels import rnn as rnn_kernels
@@ -31,11 +31,19 @@ from .tape import Gradients, Tape
 _DIRECTION_SUFFIX = ("", "_reverse")
 
 
+def _copy(a):
+    """A C-contiguous copy of ``a`` in reused memory (:mod:`lstm_np._workspace`)."""
+    out = _workspace.empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def _input_projection(x, weight):
     """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
     (the kernels add the biases where they read it)."""
     T, B, I = x.shape
-    return (x.reshape(T * B, I) @ weight.T).reshape(T, B, weight.shape[0])
+    out = _workspace.empty((T * B, weight.shape[0]), x.dtype)
+    return np.matmul(x.reshape(T * B, I), weight.T, out=out).reshape(T, B, weight.shape[0])
 
 
 _CHUNK_ROWS = 512
@@ -63,7 +71,8 @@ def _sum_outer_pair(dz, u, v):
     (``(T, B, I + P)``): one product with ``N = I + P`` runs faster than two, the first of them
     thin, and the copy it needs is small next to it."""
     n_u = u.shape[2]
-    both = _sum_outer(dz, np.concatenate([u, v], axis=2))
+    uv = _workspace.empty(u.shape[:2] + (n_u + v.shape[2],), u.dtype)
+    both = _sum_outer(dz, np.concatenate([u, v], axis=2, out=uv))
     return np.ascontiguousarray(both[:, :n_u]), np.ascontiguousarray(both[:, n_u:])
 
 
@@ -88,7 +97,8 @@ def _sum_rows(dz):
 def _backprop_input(dz, weight):
     """``dz W`` for ``dz (T, B, G)``, ``weight (G, I)``: ``(T, B, I)``."""
     T, B, G = dz.shape
-    return (dz.reshape(T * B, G) @ weight).reshape(T, B, weight.shape[1])
+    out = _workspace.empty((T * B, weight.shape[1]), dz.dtype)
+    return np.matmul(dz.reshape(T * B, G), weight, out=out).reshape(T, B, weight.shape[1])
 
 
 class Recurrent:
@@ -285,10 +295,10 @@ class Recurrent:
         full_length = not past_end.any()
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
-        layer_in = x.copy() if training else x
+        layer_in = _copy(x) if training else x
         for layer in range(self.num_layers):
             inputs.append(layer_in)
-            y = np.empty((T, B, D * P), self.dtype)         # (T, B, D*P)
+            y = _workspace.empty((T, B, D * P), self.dtype)         # (T, B, D*P)
             for d in range(D):
                 row = layer * D + d
                 w = self._weights(layer, d)
@@ -343,7 +353,7 @@ class Recurrent:
         dstate0 = [np.empty_like(s) for s in dfinal]
         dparams = {}
         dh_rows, dc_rows = [None] * (L * D), [None] * (L * D)
-        dlayer = np.array(dy, dtype=self.dtype, order="C")  # (T, B, D*P), a copy we may edit
+        dlayer = _copy(dy)                                  # (T, B, D*P), a copy we may edit
         for layer in reversed(range(L)):
             mask = tape.dropout_masks[layer]
             if mask is not None:
@@ -419,7 +429,7 @@ def _stack_rows(rows):
 def _state_sequence(T, B, n, dtype, init, reverse):
     """``(T + 1, B, n)`` state sequence with the initial state in place (index 0, or T if
     ``reverse``)."""
-    seq = np.empty((T + 1, B, n), dtype)
+    seq = _workspace.empty((T + 1, B, n), dtype)
     seq[T if reverse else 0] = init
     return seq
 
@@ -481,7 +491,7 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
-        tanh_c = np.empty((T, B, H), dt)
+        tanh_c = _workspace.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
@@ -515,9 +525,9 @@ class LSTM(Recurrent):
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
         dh, dc = dfinal
-        da = np.empty((T, B, 4 * H), dt)
-        dh_steps = np.empty((T, B, P), dt)
-        dc_steps = np.empty((T, B, H), dt)
+        da = _workspace.empty((T, B, 4 * H), dt)
+        dh_steps = _workspace.empty((T, B, P), dt)
+        dc_steps = _workspace.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
         backward = self._kernels(B, lstm_kernels.lstm_backward, lstm_kernels.lstm_backward_blas)
@@ -583,7 +593,7 @@ class GRU(Recurrent):
         b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
-        hn = np.empty((T, B, H), dt)
+        hn = _workspace.empty((T, B, H), dt)
         forward = self._kernels(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas)
         forward(xw, b_ih, np.ascontiguousarray(w["weight_hh"].T), b_hh,
                                 self.reset_after, lengths, reverse, gates, h_seq, hn,
@@ -595,9 +605,9 @@ class GRU(Recurrent):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         (dh,) = dfinal
-        dxw = np.empty((T, B, 3 * H), dt)
-        dhw = np.empty((T, B, 3 * H), dt)
-        dh_steps = np.empty((T, B, H), dt)
+        dxw = _workspace.empty((T, B, 3 * H), dt)
+        dhw = _workspace.empty((T, B, 3 * H), dt)
+        dh_steps = _workspace.empty((T, B, H), dt)
         backward = self._kernels(B, gru_kernels.gru_backward, gru_kernels.gru_backward_blas)
         backward(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
                                  self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps,
@@ -667,8 +677,8 @@ class RNN(Recurrent):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         (dh,) = dfinal
-        da = np.empty((T, B, H), dt)
-        dh_steps = np.empty((T, B, H), dt)
+        da = _workspace.empty((T, B, H), dt)
+        dh_steps = _workspace.empty((T, B, H), dt)
         backward = self._kernels(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas)
         backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
                                  lengths, reverse, dh, da, dh_steps)

@@ -1,0 +1,76 @@
+"""Reused memory for the large per-call arrays: the tape, the gradients, the outputs.
+
+A training step allocates the same dozen ``(T, B, .)`` arrays every time. From the C library
+these come back as fresh pages when the heap has been trimmed in between, and every first touch
+of a page is a page fault: measured here, 2,246 faults and about a fifth of a float32 LSTM
+training step at ``(B, I, H) = (32, 32, 128)`` (benchmarks/RESULTS.md).
+
+:func:`empty` hands out views of buffers kept in a process-wide pool. A buffer is handed out
+again only when no array made from it is alive any more: every view of a NumPy array holds a
+reference to the buffer that owns the memory, so the buffer's reference count says whether
+anything (a tape, a ``y`` the caller kept, a gradient) still uses it. Nothing the caller holds
+is ever overwritten. Arrays under ``MIN_BYTES`` come from ``np.empty`` (the C library serves
+those without faults), and the pool holds at most ``MAX_POOLED_BYTES``; past that, plain
+``np.empty`` again.
+"""
+import sys
+import threading
+
+import numpy as np
+
+MIN_BYTES = 1 << 16
+MAX_POOLED_BYTES = 1 << 30
+
+_lock = threading.Lock()
+_pool = {}                 # nbytes -> [1-D uint8 buffers]
+_pooled_bytes = 0
+
+
+def _refs_when_free():
+    """The reference count :func:`_take` sees for a buffer nothing else uses (measured, so that
+    it holds for this interpreter's way of counting)."""
+    probe = [np.empty(1, np.uint8)]
+    return _free_index(probe, None)
+
+
+def _free_index(buffers, free_refs):
+    """Index of the first buffer in ``buffers`` whose count is ``free_refs`` (or, for the
+    calibration, the count of the first buffer)."""
+    for i in range(len(buffers)):
+        count = sys.getrefcount(buffers[i])
+        if free_refs is None:
+            return count
+        if count == free_refs:
+            return i
+    return -1
+
+
+_FREE_REFS = _refs_when_free()
+
+
+def empty(shape, dtype):
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, as ``np.empty``, from
+    reused memory when it is large enough to matter."""
+    global _pooled_bytes
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    with _lock:
+        buffers = _pool.setdefault(nbytes, [])
+        i = _free_index(buffers, _FREE_REFS)
+        if i >= 0:
+            return buffers[i].view(dtype).reshape(shape)
+        buffer = np.empty(nbytes, np.uint8)
+        if _pooled_bytes + nbytes <= MAX_POOLED_BYTES:
+            buffers.append(buffer)
+            _pooled_bytes += nbytes
+        return buffer.view(dtype).reshape(shape)
+
+
+def release():
+    """Drop every pooled buffer (the arrays still in use keep their memory)."""
+    global _pooled_bytes
+    with _lock:
+        _pool.clear()
+        _pooled_bytes = 0

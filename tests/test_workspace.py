@@ -1,0 +1,94 @@
+"""Reused memory (lstm_np._workspace): nothing a caller holds is ever overwritten, and the pool
+does not grow from one training step to the next."""
+import threading
+
+import numpy as np
+import pytest
+
+import lstm_np
+from lstm_np import _workspace
+from helpers import make_layer
+
+
+@pytest.fixture
+def pool_everything(monkeypatch):
+    """Pool arrays of any size, so that small (fast, also in plain Python) layers use it."""
+    monkeypatch.setattr(_workspace, "MIN_BYTES", 0)
+
+
+def test_a_buffer_is_handed_out_again_only_when_nothing_uses_it():
+    a = _workspace.empty((64, 300), np.float32)
+    b = _workspace.empty((64, 300), np.float32)
+    assert not np.shares_memory(a, b)
+    view = a[10:20, ::3]                      # a view keeps the buffer busy
+    del a
+    c = _workspace.empty((64, 300), np.float32)
+    assert not np.shares_memory(view, c) and not np.shares_memory(b, c)
+    address = view.base.ctypes.data if view.base is not None else None
+    del view, c
+    d = _workspace.empty((300, 64), np.float32)   # same size, another shape
+    assert d.shape == (300, 64) and d.flags.c_contiguous
+    assert address is not None and d.base.ctypes.data in {
+        buf.ctypes.data for buf in _workspace._pool[64 * 300 * 4]}
+
+
+def test_small_arrays_are_not_pooled():
+    before = dict(_workspace._pool)
+    small = _workspace.empty((10, 10), np.float64)
+    assert small.base is None and _workspace._pool.keys() == before.keys()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_held_outputs_tapes_and_gradients_are_never_overwritten(cell, pool_everything):
+    rng = np.random.default_rng(0)
+    layer = make_layer(cell, 3, 5, dtype=np.float32, num_layers=2)
+    x1 = rng.standard_normal((7, 4, 3)).astype(np.float32)
+    y_inf, _ = layer(x1)
+    y1, _, tape1 = layer.forward(x1)
+    g1 = layer.backward(tape1, np.ones_like(y1))
+    kept = [y_inf.copy(), y1.copy(), g1.dx.copy(), g1.dh.copy(),
+            {k: v.copy() for k, v in tape1.steps[0].items()}]
+    for _ in range(3):                        # more calls of the same shapes, other values
+        x2 = rng.standard_normal(x1.shape).astype(np.float32)
+        y2, _, tape2 = layer.forward(x2)
+        layer.backward(tape2, rng.standard_normal(y2.shape).astype(np.float32))
+        layer(x2)
+    assert np.array_equal(y_inf, kept[0]) and np.array_equal(y1, kept[1])
+    assert np.array_equal(g1.dx, kept[2]) and np.array_equal(g1.dh, kept[3])
+    for name, value in tape1.steps[0].items():
+        assert np.array_equal(value, kept[4][name]), name
+    again = layer.backward(tape1, np.ones_like(y1))   # the kept tape still gives its gradients
+    assert np.array_equal(again.dx, kept[2])
+
+
+def test_the_pool_stops_growing_once_a_training_step_has_run(pool_everything):
+    layer = lstm_np.LSTM(3, 5, dtype=np.float32, seed=0, num_layers=2)
+    x = np.ones((7, 4, 3), np.float32)
+
+    def step():
+        y, _, tape = layer.forward(x)
+        layer.backward(tape, np.ones_like(y))
+    step()
+    step()
+    size = _workspace._pooled_bytes
+    for _ in range(5):
+        step()
+    assert _workspace._pooled_bytes == size
+
+
+def test_threads_sharing_the_pool_get_their_own_memory(pool_everything):
+    layers = [lstm_np.GRU(3, 5, dtype=np.float64, seed=s) for s in range(4)]
+    xs = [np.random.default_rng(s).standard_normal((6, 4, 3)) for s in range(4)]
+    expected = [layer(x)[0].copy() for layer, x in zip(layers, xs)]
+    results = [[] for _ in layers]
+
+    def work(k):
+        for _ in range(10):
+            results[k].append(layers[k](xs[k])[0])
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, runs in enumerate(results):
+        assert all(np.array_equal(y, expected[k]) for y in runs)
