@@ -10,8 +10,9 @@ again only when no array made from it is alive any more: every view of a NumPy a
 reference to the buffer that owns the memory, so the buffer's reference count says whether
 anything (a tape, a ``y`` the caller kept, a gradient) still uses it. Nothing the caller holds
 is ever overwritten. Arrays under ``MIN_BYTES`` come from ``np.empty`` (the C library serves
-those without faults), and the pool holds at most ``MAX_POOLED_BYTES``; past that, plain
-``np.empty`` again.
+those without faults). The pool holds at most ``MAX_POOLED_BYTES``: a new size that does not fit
+first drops the buffers nothing uses (those of shapes no longer run), then, if it still does
+not fit, is served by plain ``np.empty``.
 """
 import sys
 import threading
@@ -62,10 +63,25 @@ def empty(shape, dtype):
         if i >= 0:
             return buffers[i].view(dtype).reshape(shape)
         buffer = np.empty(nbytes, np.uint8)
+        if _pooled_bytes + nbytes > MAX_POOLED_BYTES:
+            _drop_unused()
+            buffers = _pool.setdefault(nbytes, [])     # the empty list may have gone
         if _pooled_bytes + nbytes <= MAX_POOLED_BYTES:
             buffers.append(buffer)
             _pooled_bytes += nbytes
         return buffer.view(dtype).reshape(shape)
+
+
+def _drop_unused():
+    """Forget every pooled buffer that no array uses (caller holds the lock)."""
+    global _pooled_bytes
+    for nbytes in list(_pool):
+        buffers = _pool[nbytes]
+        while (i := _free_index(buffers, _FREE_REFS)) >= 0:
+            del buffers[i]
+            _pooled_bytes -= nbytes
+        if not buffers:
+            del _pool[nbytes]
 
 
 def release():

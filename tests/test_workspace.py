@@ -92,3 +92,15 @@ def test_threads_sharing_the_pool_get_their_own_memory(pool_everything):
         t.join()
     for k, runs in enumerate(results):
         assert all(np.array_equal(y, expected[k]) for y in runs)
+
+
+def test_a_full_pool_makes_room_by_dropping_unused_buffers(monkeypatch):
+    monkeypatch.setattr(_workspace, "MAX_POOLED_BYTES", _workspace._pooled_bytes + 3 * 2 ** 17)
+    held = _workspace.empty((2 ** 15,), np.float32)             # 128 KiB, pooled, in use
+    unused = _workspace.empty((2 ** 15 + 16,), np.float32)      # pooled, then dropped by us
+    del unused
+    big = _workspace.empty((2 ** 16,), np.float32)              # 256 KiB: needs the room
+    assert any(buf.ctypes.data == big.base.ctypes.data
+               for buf in _workspace._pool.get(2 ** 18, []))
+    assert (2 ** 15 + 16) * 4 not in _workspace._pool           # the unused one went
+    assert held.base is not None and any(buf is held.base for buf in _workspace._pool[2 ** 17])
