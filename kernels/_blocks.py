@@ -112,6 +112,16 @@ def add_into(out, a, b):
 
 
 @jit
+def add_rows_f64(x, total):
+    """``total += x.sum(axis=0)`` for ``x (N, G)``, every term added in float64 (``total
+    (G,)`` float64): one pass, no float32 drift over long sums, vectorised."""
+    for b in range(x.shape[0]):
+        row = x[b]
+        for j in range(total.shape[0]):
+            total[j] += row[j]
+
+
+@jit
 def all_finite(x):
     """True when every entry of the 2-D array ``x`` is finite (no NaN, no +-Inf)."""
     B, N = x.shape

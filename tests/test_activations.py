@@ -63,3 +63,29 @@ def test_tanh_keeps_relative_precision_for_tiny_arguments():
     out = np.empty_like(x)
     _apply(3, x, out)
     assert np.all(np.abs(out - x) <= np.spacing(np.abs(x)))
+
+
+@njit
+def _apply32(kind, x, out):
+    for i in range(x.size):
+        if kind == 0:
+            out[i] = act.sigmoid(x[i])
+        else:
+            out[i] = act.tanh(x[i])
+
+
+X32 = np.concatenate([np.linspace(-90, 90, 200001), np.geomspace(1e-30, 20, 20001),
+                      -np.geomspace(1e-30, 20, 20001)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,max_ulps", [(0, 2.5), (1, 3)], ids=["sigmoid", "tanh"])
+def test_float32_accuracy_in_float32_ulps(kind, max_ulps):
+    """Compiled, a float32 argument takes the float32 versions (plain Python runs the float64
+    ones, which pass the same bounds)."""
+    out = np.empty_like(X32)
+    _apply32(kind, X32, out)
+    x64 = X32.astype(np.float64)
+    ref = _sigmoid_reference(x64) if kind == 0 else np.tanh(x64)
+    ok = np.abs(ref) > 1e-37
+    ulps = np.abs(out[ok].astype(np.float64) - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(np.float32))
+    assert ulps.max() <= max_ulps, f"worst {ulps.max():.2f} ulp at x={X32[ok][np.argmax(ulps)]}"
