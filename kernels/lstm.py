@@ -173,46 +173,43 @@ def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
 
 
 @jit
-def lstm_infer(x, w_ih_t, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc,
-               xa, a, gates, tanh_c, m):
+def lstm_infer(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc, a, gates, tanh_c,
+               m):
     """Inference over all ``T`` steps of one direction, keeping no tape.
 
-    Unlike :func:`lstm_forward` the input product is taken per step (``x_t W_ih^T``, ``K = I``)
-    and every per-step quantity lives in ``(B, .)`` scratch that stays in cache, so nothing of
-    size ``(T, B, 4H)`` is written: the memory traffic is the input and ``h_seq`` alone.
+    :func:`lstm_forward` without its records: the gates, ``tanh(c)`` and ``c`` of a step go to
+    ``(B, .)`` scratch that stays in cache instead of ``(T, B, .)`` arrays, so the only large
+    writes are ``h_seq``. ``xw (T, B, 4H)`` is read, not overwritten.
 
-    In: ``x (T, B, I)``; ``w_ih_t (I, 4H)``; ``bias (4H,)``; ``w_hh_t (P, 4H)``; ``w_hr_t``,
-    ``has_proj``, ``lengths``, ``reverse`` as for :func:`lstm_forward`; ``h_seq[init]`` the initial
-    ``h``; ``cc (2, B, H)`` with the initial ``c`` in ``cc[0]`` (steps alternate between the two
-    halves, so no loop reads and writes the same memory). Out: ``h_seq (T + 1, B, P)``, the final
-    ``c`` in ``cc[T % 2]``. Scratch: ``xa``, ``a``, ``gates (B, 4H)``, ``tanh_c``, ``m (B, H)``.
+    In: ``xw``, ``bias``, ``w_hh_t``, ``w_hr_t``, ``has_proj``, ``lengths``, ``reverse`` as for
+    :func:`lstm_forward`; ``h_seq[init]`` the initial ``h``; ``cc (2, B, H)`` with the initial
+    ``c`` in ``cc[0]`` (steps alternate between the two halves, so no loop reads and writes the
+    same memory). Out: ``h_seq (T + 1, B, P)``, the final ``c`` in ``cc[T % 2]``. Scratch:
+    ``a``, ``gates (B, 4H)``, ``tanh_c``, ``m (B, H)``.
     """
-    T = x.shape[0]
+    T = xw.shape[0]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        xa[:, :] = 0.0
-        matmul_add(x[t], w_ih_t, xa, 0, w_ih_t.shape[0], 0, xa.shape[1])
         a[:, :] = 0.0
         matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xa, bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
+        lstm_cell(a, xw[t], bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
         if has_proj:
             h_seq[q][:, :] = 0.0
             matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
-def lstm_infer_blas(x, w_ih_t, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc,
-                    xa, a, gates, tanh_c, m):
+def lstm_infer_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc, a, gates,
+                    tanh_c, m):
     """:func:`lstm_infer` with the per-step products in NumPy's BLAS; same arguments."""
-    T = x.shape[0]
+    T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        np.matmul(x[t], w_ih_t, out=xa)
         np.matmul(h_seq[p], w_hh_t, out=a)
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xa, bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
+        lstm_cell(a, xw[t], bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         if partial:

@@ -509,10 +509,10 @@ class LSTM(Recurrent):
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         infer = self._kernels(B, lstm_kernels.lstm_infer, lstm_kernels.lstm_infer_blas)
-        infer(np.ascontiguousarray(x), np.ascontiguousarray(w["weight_ih"].T), self._summed_bias(w),
+        infer(_input_projection(x, w["weight_ih"]), self._summed_bias(w),
               np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj, lengths, reverse,
               h_seq, cc, np.empty((B, 4 * H), dt), np.empty((B, 4 * H), dt),
-              np.empty((B, 4 * H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
+              np.empty((B, H), dt), np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
 

@@ -99,8 +99,8 @@ INFERENCE_CASES = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_lstm_inference_path_equals_training_forward(options, dtype, with_lengths):
-    """``layer(x)`` runs a kernel that keeps no tape (per-step input product, ping-pong cell
-    state); it must give the training forward's outputs and final state."""
+    """``layer(x)`` runs a kernel that keeps no tape (per-step scratch, ping-pong cell state);
+    it does the training forward's arithmetic, so outputs and final state are bitwise equal."""
     rng = np.random.default_rng(11)
     T, B = 9, 5
     layer = make_layer("lstm", 3, 6, dtype=dtype, **options)
@@ -110,12 +110,11 @@ def test_lstm_inference_path_equals_training_forward(options, dtype, with_length
     lengths = np.array([9, 4, 1, 9, 6]) if with_lengths else None
     y_inf, s_inf = layer(x, state, lengths=lengths)
     y_fwd, s_fwd, _ = layer.forward(x, state, lengths=lengths)
-    tol = 1e-13 if dtype == np.float64 else 2e-6
-    assert max_relative_error(y_inf, y_fwd) <= tol
+    assert np.array_equal(y_inf, y_fwd)
     for a, b in zip(state_parts(s_inf), state_parts(s_fwd)):
-        assert max_relative_error(a, b) <= tol
+        assert np.array_equal(a, b)
     if not options:        # odd and even T: the final c is in either half of the ping-pong
         short = None if lengths is None else np.minimum(lengths, T - 1)
         _, s_even = layer(x[:T - 1], state, lengths=short)
         _, t_even, _ = layer.forward(x[:T - 1], state, lengths=short)
-        assert max_relative_error(s_even[1], t_even[1]) <= tol
+        assert np.array_equal(s_even[1], t_even[1])
