@@ -10,7 +10,9 @@
 Shapes: ``B`` batch, ``I`` input, ``H`` hidden, ``P`` output (``proj_size`` or ``H``), ``L``
 layers. Stepping ``T`` times equals ``layer(x)`` over the ``T`` steps (tested). The weights are
 copied (transposed for the kernels) when the stream is made; after changing ``layer.params`` call
-:meth:`Stream.refresh`. Each step is one Numba call per layer over preallocated buffers.
+:meth:`Stream.refresh`. Each step is one call of a compiled kernel for the whole stack, over
+preallocated buffers; an input that is already a C-contiguous array of the layer's dtype is
+passed as it is.
 """
 import numpy as np
 
