@@ -129,7 +129,7 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
+def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
                  gates, h_seq, c_seq, tanh_c, a, m):
     """Run one direction of one layer over all ``T`` steps.
 
@@ -140,21 +140,28 @@ def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch: ``a (B, 4H)``,
     ``m (B, H)``.
+
+    ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
+    ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
+    with the initial ``c`` in ``c_seq[0]``; steps alternate between its two halves (so no loop
+    reads and writes the same memory) and the final ``c`` ends in ``c_seq[T % 2]``. The
+    arithmetic is the same, so the outputs are bitwise those of ``keep=True``.
     """
     T = xw.shape[0]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
+        r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         a[:, :] = 0.0
         matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
+        lstm_cell(a, xw[t], bias, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r], out)
         if has_proj:
             h_seq[q][:, :] = 0.0
             matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
         carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
-def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
+def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
                       gates, h_seq, c_seq, tanh_c, a, m):
     """:func:`lstm_forward` with the per-step products in NumPy's BLAS (faster for large
     ``B*H``); same arguments, same results up to summation order. The gate math is the same
@@ -163,53 +170,10 @@ def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse,
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
+        r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         np.matmul(h_seq[p], w_hh_t, out=a)
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, c_seq[p], t, lengths, gates[t], c_seq[q], tanh_c[t], out)
-        if has_proj:
-            np.matmul(m, w_hr_t, out=h_seq[q])
-        if partial:
-            carry_past_end(t, lengths, h_seq[p], h_seq[q])
-
-
-@jit
-def lstm_infer(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc, a, gates, tanh_c,
-               m):
-    """Inference over all ``T`` steps of one direction, keeping no tape.
-
-    :func:`lstm_forward` without its records: the gates, ``tanh(c)`` and ``c`` of a step go to
-    ``(B, .)`` scratch that stays in cache instead of ``(T, B, .)`` arrays, so the only large
-    writes are ``h_seq``. ``xw (T, B, 4H)`` is read, not overwritten.
-
-    In: ``xw``, ``bias``, ``w_hh_t``, ``w_hr_t``, ``has_proj``, ``lengths``, ``reverse`` as for
-    :func:`lstm_forward`; ``h_seq[init]`` the initial ``h``; ``cc (2, B, H)`` with the initial
-    ``c`` in ``cc[0]`` (steps alternate between the two halves, so no loop reads and writes the
-    same memory). Out: ``h_seq (T + 1, B, P)``, the final ``c`` in ``cc[T % 2]``. Scratch:
-    ``a``, ``gates (B, 4H)``, ``tanh_c``, ``m (B, H)``.
-    """
-    T = xw.shape[0]
-    for s in range(T):
-        t, p, q = step_indices(s, T, reverse)
-        a[:, :] = 0.0
-        matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
-        out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
-        if has_proj:
-            h_seq[q][:, :] = 0.0
-            matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
-        carry_past_end(t, lengths, h_seq[p], h_seq[q])
-
-
-def lstm_infer_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, h_seq, cc, a, gates,
-                    tanh_c, m):
-    """:func:`lstm_infer` with the per-step products in NumPy's BLAS; same arguments."""
-    T = xw.shape[0]
-    partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
-    for s in range(T):
-        t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        np.matmul(h_seq[p], w_hh_t, out=a)
-        out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, cc[s % 2], t, lengths, gates, cc[(s + 1) % 2], tanh_c, out)
+        lstm_cell(a, xw[t], bias, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         if partial:

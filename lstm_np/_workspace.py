@@ -83,10 +83,3 @@ def _drop_unused():
         if not buffers:
             del _pool[nbytes]
 
-
-def release():
-    """Drop every pooled buffer (the arrays still in use keep their memory)."""
-    global _pooled_bytes
-    with _lock:
-        _pool.clear()
-        _pooled_bytes = 0

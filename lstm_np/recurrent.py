@@ -492,7 +492,7 @@ class LSTM(Recurrent):
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
         forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
-                lengths, reverse, gates, h_seq, c_seq, tanh_c,
+                lengths, reverse, True, gates, h_seq, c_seq, tanh_c,
                 np.empty((B, 4 * H), dt), np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
@@ -508,11 +508,11 @@ class LSTM(Recurrent):
         cc[0] = state0[1]
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        infer = self._kernels(B, lstm_kernels.lstm_infer, lstm_kernels.lstm_infer_blas)
-        infer(_input_projection(x, w["weight_ih"]), self._summed_bias(w),
-              np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj, lengths, reverse,
-              h_seq, cc, np.empty((B, 4 * H), dt), np.empty((B, 4 * H), dt),
-              np.empty((B, H), dt), np.empty((B, H), dt))
+        forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
+        forward(_input_projection(x, w["weight_ih"]), self._summed_bias(w),
+                np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj, lengths, reverse,
+                False, np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt),
+                np.empty((B, 4 * H), dt), np.empty((B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
 
