@@ -5,6 +5,7 @@ Shape legend used in every docstring: ``T`` steps, ``B`` batch, ``I`` input size
 size, ``P`` projected hidden size, ``D`` directions, ``L`` layers.
 """
 from . import convert, data, losses, optim
+from ._workspace import release_memory
 from .convert import from_keras, from_onnx, from_torch, load_onnx, to_keras, to_onnx, to_torch_state_dict
 from .errors import FileFormatError
 from .gradcheck import gradcheck
@@ -24,4 +25,5 @@ __all__ = ["LSTM", "GRU", "RNN", "Recurrent", "Tape", "Gradients", "gradcheck", 
            "Linear", "LastStep", "Sequential", "StateStore", "Trainer", "History",
            "NonFiniteError", "FileFormatError", "SGD", "Adam", "clip_grad_norm", "mse",
            "cross_entropy", "data", "losses", "optim", "convert", "save", "load", "from_torch",
-           "to_torch_state_dict", "from_keras", "to_keras", "from_onnx", "to_onnx", "load_onnx"]
+           "to_torch_state_dict", "from_keras", "to_keras", "from_onnx", "to_onnx", "load_onnx",
+           "release_memory"]

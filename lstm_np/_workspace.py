@@ -83,3 +83,13 @@ def _drop_unused():
         if not buffers:
             del _pool[nbytes]
 
+
+
+def release_memory():
+    """Give back the memory lstm_np keeps for reuse between calls (after training a large model,
+    say): every pooled buffer no array uses is dropped. Arrays still in use (a tape, an output,
+    a gradient the caller holds) keep theirs. Returns the number of bytes dropped."""
+    with _lock:
+        before = _pooled_bytes
+        _drop_unused()
+        return before - _pooled_bytes

@@ -104,3 +104,16 @@ def test_a_full_pool_makes_room_by_dropping_unused_buffers(monkeypatch):
                for buf in _workspace._pool.get(2 ** 18, []))
     assert (2 ** 15 + 16) * 4 not in _workspace._pool           # the unused one went
     assert held.base is not None and any(buf is held.base for buf in _workspace._pool[2 ** 17])
+
+
+def test_release_memory_drops_only_unused_buffers(pool_everything):
+    layer = lstm_np.GRU(3, 5, dtype=np.float64, seed=0)
+    x = np.ones((6, 4, 3))
+    y_kept, _ = layer(x)
+    expected = y_kept.copy()
+    layer(2 * x)                               # its buffers are free once it returns
+    dropped = lstm_np.release_memory()
+    assert dropped > 0
+    assert all(buf is y_kept.base for buffers in _workspace._pool.values() for buf in buffers)
+    assert np.array_equal(y_kept, expected)
+    assert lstm_np.release_memory() == 0       # nothing more to give back
