@@ -41,34 +41,25 @@ if numba.config.DISABLE_JIT:          # plain Python: reinterpret the bits throu
         i = (int(i) + 2 ** 63) % 2 ** 64 - 2 ** 63       # wrap like int64 arithmetic does
         return float(np.int64(i).view(np.float64))
 else:
-    @intrinsic
-    def _bits_of(typingctx, x):
-        """The IEEE bits of a float64 as an int64 (a free register reinterpretation)."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(64))
-        return types.int64(types.float64), codegen
+    def _bitcast(source, target, llvm_target, doc):
+        """An intrinsic reinterpreting the bits of a ``source`` value as ``target`` (free: a
+        register move)."""
+        @intrinsic
+        def cast(typingctx, value):
+            def codegen(context, builder, signature, args):
+                return builder.bitcast(args[0], llvm_target)
+            return target(source), codegen
+        cast.__doc__ = doc
+        return cast
 
-    @intrinsic
-    def _float_of_bits(typingctx, i):
-        """The float64 whose IEEE bits are the int64 ``i``."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.DoubleType())
-        return types.float64(types.int64), codegen
-
-    @intrinsic
-    def _bits_of32(typingctx, x):
-        """The IEEE bits of a float32 as an int32."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.IntType(32))
-        return types.int32(types.float32), codegen
-
-    @intrinsic
-    def _float32_of_bits(typingctx, i):
-        """The float32 whose IEEE bits are the int32 ``i``."""
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], ir.FloatType())
-        return types.float32(types.int32), codegen
-
+    _bits_of = _bitcast(types.float64, types.int64, ir.IntType(64),
+                        "The IEEE bits of a float64 as an int64.")
+    _float_of_bits = _bitcast(types.int64, types.float64, ir.DoubleType(),
+                              "The float64 whose IEEE bits are the int64 ``i``.")
+    _bits_of32 = _bitcast(types.float32, types.int32, ir.IntType(32),
+                          "The IEEE bits of a float32 as an int32.")
+    _float32_of_bits = _bitcast(types.int32, types.float32, ir.FloatType(),
+                                "The float32 whose IEEE bits are the int32 ``i``.")
 
 @jit
 def _exp_parts(y):

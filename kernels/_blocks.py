@@ -134,6 +134,18 @@ def all_finite(x):
 
 
 @jit
+def stream_layout(x_flat, meta, n_flags):
+    """Read a stream's int64 layout table ``meta = [L, B, H, flag_1 .. flag_n, I_0 .. I_{L-1}]``
+    followed by ``B`` ones: ``(L, B, H, flags, sizes, ones, x)``, with ``x`` the raveled input
+    ``x_flat`` as ``(B, I_0)``. One place for the table that the streaming kernels share."""
+    L, B, H = meta[0], meta[1], meta[2]
+    flags = meta[3:3 + n_flags]
+    sizes = meta[3 + n_flags:3 + n_flags + L]
+    ones = meta[3 + n_flags + L:3 + n_flags + L + B]
+    return L, B, H, flags, sizes, ones, x_flat.reshape((B, sizes[0]))
+
+
+@jit
 def take_block(pack, off, rows, cols):
     """The ``rows x cols`` block of the flat array ``pack`` starting at ``off``, as a C-contiguous
     2-D view, and the offset just after it (for unpacking concatenated weights)."""

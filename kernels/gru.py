@@ -34,7 +34,8 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import add_into, all_finite, copy_into, matmul_add, step_indices, take_block
+from ._blocks import (add_into, all_finite, copy_into, matmul_add, step_indices, stream_layout,
+                      take_block)
 from ._jit import jit
 
 
@@ -274,16 +275,14 @@ def gru_stream(x_flat, pack, meta, state, work):
     ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
     NaN or Inf.
     """
-    L, B, H = meta[0], meta[1], meta[2]
-    reset_after = meta[3] != 0
-    ones = meta[4 + L:4 + L + B]
-    x = x_flat.reshape((B, meta[4]))
+    L, B, H, flags, sizes, ones, x = stream_layout(x_flat, meta, 1)
     if not all_finite(x):
         return False
+    reset_after = flags[0] != 0
     off = 0
     inp = x
     for k in range(L):
-        w_ih_t, off = take_block(pack, off, meta[4 + k], 3 * H)
+        w_ih_t, off = take_block(pack, off, sizes[k], 3 * H)
         w_hh_t, off = take_block(pack, off, H, 3 * H)
         biases, off = take_block(pack, off, 2, 3 * H)    # b_ih, b_hh
         h = state[k * B * H:(k + 1) * B * H].reshape((B, H))

@@ -37,7 +37,7 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add, step_indices,
-                      take_block)
+                      stream_layout, take_block)
 from ._jit import jit
 
 
@@ -264,23 +264,24 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
 def lstm_stream(x_flat, pack, meta, state, work):
     """One streaming step of a stack of ``L`` unidirectional LSTM layers, in place, in one call.
 
-    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]``.
+    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]`` then ``B`` ones (unused here),
+    read by :func:`stream_layout`.
     ``pack``: per layer ``w_ih_t (I_l, 4H)``, ``w_hh_t (P, 4H)``, ``bias (4H,)``, and
     ``w_hr_t (H, P)`` with projection, raveled and concatenated. ``state``: per layer ``h (B, P)``
     then ``c (B, H)``, raveled and concatenated. ``work``: scratch of ``B * 11H``.
     ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
     NaN or Inf.
     """
-    L, B, H, P = meta[0], meta[1], meta[2], meta[3]
-    has_proj = meta[4] != 0
-    x = x_flat.reshape((B, meta[5]))
+    L, B, H, flags, sizes, _, x = stream_layout(x_flat, meta, 2)
     if not all_finite(x):
         return False
+    P = flags[0]
+    has_proj = flags[1] != 0
     off = 0
     soff = 0
     inp = x
     for k in range(L):
-        w_ih_t, off = take_block(pack, off, meta[5 + k], 4 * H)
+        w_ih_t, off = take_block(pack, off, sizes[k], 4 * H)
         w_hh_t, off = take_block(pack, off, P, 4 * H)
         bias_2d, off = take_block(pack, off, 1, 4 * H)
         if has_proj:

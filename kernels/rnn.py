@@ -19,7 +19,8 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blocks import add_into, all_finite, carry_past_end, matmul_add, step_indices, take_block
+from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, step_indices,
+                      stream_layout, take_block)
 from ._jit import jit
 
 
@@ -143,16 +144,14 @@ def rnn_stream(x_flat, pack, meta, state, work):
     per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. ``x_flat`` is the input ``(B, I_0)``
     raveled. Returns False, changing nothing, when it has a NaN or Inf.
     """
-    L, B, H = meta[0], meta[1], meta[2]
-    relu = meta[3] != 0
-    ones = meta[4 + L:4 + L + B]
-    x = x_flat.reshape((B, meta[4]))
+    L, B, H, flags, sizes, ones, x = stream_layout(x_flat, meta, 1)
     if not all_finite(x):
         return False
+    relu = flags[0] != 0
     off = 0
     inp = x
     for k in range(L):
-        w_ih_t, off = take_block(pack, off, meta[4 + k], H)
+        w_ih_t, off = take_block(pack, off, sizes[k], H)
         w_hh_t, off = take_block(pack, off, H, H)
         bias_2d, off = take_block(pack, off, 1, H)
         h = state[k * B * H:(k + 1) * B * H].reshape((B, H))

@@ -28,20 +28,17 @@ _pooled_bytes = 0
 
 
 def _refs_when_free():
-    """The reference count :func:`_take` sees for a buffer nothing else uses (measured, so that
-    it holds for this interpreter's way of counting)."""
+    """The reference count :func:`_free_index` sees for a buffer nothing else uses: the list's
+    own reference and the call's argument, measured in the same expression so that it holds for
+    this interpreter's way of counting."""
     probe = [np.empty(1, np.uint8)]
-    return _free_index(probe, None)
+    return sys.getrefcount(probe[0])
 
 
-def _free_index(buffers, free_refs):
-    """Index of the first buffer in ``buffers`` whose count is ``free_refs`` (or, for the
-    calibration, the count of the first buffer)."""
+def _free_index(buffers):
+    """Index of the first buffer in ``buffers`` that no array uses, or -1."""
     for i in range(len(buffers)):
-        count = sys.getrefcount(buffers[i])
-        if free_refs is None:
-            return count
-        if count == free_refs:
+        if sys.getrefcount(buffers[i]) == _FREE_REFS:
             return i
     return -1
 
@@ -59,7 +56,7 @@ def empty(shape, dtype):
         return np.empty(shape, dtype)
     with _lock:
         buffers = _pool.setdefault(nbytes, [])
-        i = _free_index(buffers, _FREE_REFS)
+        i = _free_index(buffers)
         if i >= 0:
             return buffers[i].view(dtype).reshape(shape)
         buffer = np.empty(nbytes, np.uint8)
@@ -77,7 +74,7 @@ def _drop_unused():
     global _pooled_bytes
     for nbytes in list(_pool):
         buffers = _pool[nbytes]
-        while (i := _free_index(buffers, _FREE_REFS)) >= 0:
+        while (i := _free_index(buffers)) >= 0:
             del buffers[i]
             _pooled_bytes -= nbytes
         if not buffers:

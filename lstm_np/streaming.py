@@ -36,6 +36,7 @@ class Stream:
         self.batch_size = B = _arrays.positive_int(batch_size, "batch_size")
         L = layer.num_layers
         inputs = [layer.input_size] + [layer.output_size] * (L - 1)
+        # the layout table the kernels read with kernels._blocks.stream_layout
         self._meta = np.array([L, B, layer.hidden_size, *layer.stream_flags(), *inputs]
                               + [1] * B, dtype=np.int64)
         self._work = np.empty(B * layer.stream_work_size(), layer.dtype)
