@@ -23,6 +23,7 @@ alternation (with 2 threads: in blocks, see :func:`paired_medians`); ratios are 
 before trusting it.
 """
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -143,6 +144,18 @@ def flops_training(cell, B, I, H):
     return 2 * T * B * G * H * (I + H) * 3
 
 
+@contextlib.contextmanager
+def lstm_np_threads(n):
+    """lstm_np on ``n`` threads (``lstm_np.set_num_threads``: blocks of rows in parallel, NumPy's
+    BLAS one thread per block), back to one afterwards."""
+    import lstm_np
+    lstm_np.set_num_threads(n)
+    try:
+        yield
+    finally:
+        lstm_np.set_num_threads(1)
+
+
 def section_compute(kind, args, rng, lines):
     import torch
     from threadpoolctl import threadpool_limits
@@ -155,7 +168,7 @@ def section_compute(kind, args, rng, lines):
     flops = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        with threadpool_limits(limits=threads):
+        with threadpool_limits(limits=threads), lstm_np_threads(threads):
             for cell in args.cells:
                 for dname in args.dtypes:
                     for B, I, H in args.shapes:

@@ -34,8 +34,8 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import (add_into, all_finite, copy_into, matmul_add, step_indices, stream_layout,
-                      take_block)
+from ._blocks import (add_into, all_finite, copy_into, matmul_add, product, step_indices,
+                      stream_layout, take_block)
 from ._jit import jit
 
 
@@ -97,32 +97,44 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
 
 
 @jit
-def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
-    """Run one direction of one layer over all ``T`` steps.
+def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw,
+                blas, b0, b1):
+    """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of the
+    batch (blocks of rows may run in parallel threads).
 
     In: ``xw (T, B, 3H)`` = ``x W_ih^T``; ``b_ih (3H,)``; ``w_hh_t (H, 3H)`` = ``W_hh^T``;
     ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
-    Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch ``hw (B, 3H)``.
-    ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry is read.
+    Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch
+    ``hw (b1 - b0, 3H)``. ``gates`` may be ``xw`` itself: every gate entry is written after its
+    ``xw`` entry is read. ``blas``: each step's products by the BLAS (:func:`product`).
     """
     T, B, G = xw.shape
     H = G // 3
     rz_end = 3 * H if reset_after else 2 * H
+    lens = lengths[b0:b1]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        for b in range(B):
+        h_prev = h_seq[p, b0:b1]
+        x_t = xw[t, b0:b1]
+        g_t = gates[t, b0:b1]
+        hn_t = hn[t, b0:b1]
+        for b in range(hw.shape[0]):
             copy_into(hw[b], b_hh)
-        matmul_add(h_seq[p], w_hh_t, hw, 0, H, 0, rz_end)
-        gru_gates_rz(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        product(h_prev, w_hh_t, hw, 0, H, 0, rz_end, True, blas)
+        gru_gates_rz(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
-            matmul_add(hn[t], w_hh_t, hw, 0, H, 2 * H, 3 * H)
-        gru_candidate(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+            product(hn_t, w_hh_t, hw, 0, H, 2 * H, 3 * H, True, blas)
+        gru_candidate(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
-def gru_forward_blas(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw):
-    """:func:`gru_forward` with the per-step products in NumPy's BLAS (faster for large ``B*H``);
-    same arguments, same results up to summation order."""
+def gru_forward_blas(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw,
+                     blas, b0, b1):
+    """:func:`gru_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
+    loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored), same results up to
+    summation order."""
+    xw, gates, h_seq, hn = (v[:, b0:b1] for v in (xw, gates, h_seq, hn))
+    lengths = lengths[b0:b1]
     T, B, G = xw.shape
     H = G // 3
     w_rec = w_hh_t if reset_after else w_hh_t[:, :2 * H]
@@ -200,33 +212,40 @@ def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh
 
 @jit
 def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
-                 dh, dxw, dhw, dh_steps, drh):
-    """BPTT for one direction of one layer.
+                 dh, dxw, dhw, dh_steps, drh, blas, b0, b1):
+    """BPTT for one direction of one layer, for the rows ``b0 .. b1 - 1`` of the batch.
 
     In: ``dy (T, B, H)`` (zero past each length); tape arrays from :func:`gru_forward`;
     ``w_hh (3H, H)``. In/out: ``dh (B, H)``: gradient of the final state in, of the initial
     state out. Out: ``dxw``, ``dhw (T, B, 3H)`` (gradients of ``xw`` and of ``hw``, see module
-    docstring), ``dh_steps (T, B, H)`` total ``dL/dh_t``. Scratch ``drh (B, H)``.
+    docstring), ``dh_steps (T, B, H)`` total ``dL/dh_t``. Scratch ``drh (b1 - b0, H)``.
     """
     T, B, H = dy.shape
     rz_end = 3 * H if reset_after else 2 * H
+    lens = lengths[b0:b1]
+    dh_b = dh[b0:b1]
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
-        dh_t = dh_steps[t]
-        add_into(dh_t, dh, dy[t])
-        gru_cell_backward(dh_t, gates[t], h_seq[p], hn[t], reset_after, t, lengths,
-                          dxw[t], dhw[t])
+        dh_t = dh_steps[t, b0:b1]
+        g_t = gates[t, b0:b1]
+        h_prev = h_seq[p, b0:b1]
+        dxw_t = dxw[t, b0:b1]
+        dhw_t = dhw[t, b0:b1]
+        add_into(dh_t, dh_b, dy[t, b0:b1])
+        gru_cell_backward(dh_t, g_t, h_prev, hn[t, b0:b1], reset_after, t, lens, dxw_t, dhw_t)
         if not reset_after:
-            drh[:, :] = 0.0
-            matmul_add(dhw[t], w_hh, drh, 2 * H, 3 * H, 0, H)
-        gru_reset_backward(dh_t, drh, gates[t], h_seq[p], reset_after, t, lengths,
-                           dxw[t], dhw[t], dh)
-        matmul_add(dhw[t], w_hh, dh, 0, rz_end, 0, H)
+            product(dhw_t, w_hh, drh, 2 * H, 3 * H, 0, H, False, blas)
+        gru_reset_backward(dh_t, drh, g_t, h_prev, reset_after, t, lens, dxw_t, dhw_t, dh_b)
+        product(dhw_t, w_hh, dh_b, 0, rz_end, 0, H, True, blas)
 
 
 def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
-                      dh, dxw, dhw, dh_steps, drh):
-    """:func:`gru_backward` with the per-step products in NumPy's BLAS; same arguments."""
+                      dh, dxw, dhw, dh_steps, drh, blas, b0, b1):
+    """:func:`gru_backward` stepped in Python with NumPy's BLAS (the fallback of
+    :func:`gru_forward_blas`); same arguments."""
+    dy, gates, h_seq, hn, dxw, dhw, dh_steps = (
+        v[:, b0:b1] for v in (dy, gates, h_seq, hn, dxw, dhw, dh_steps))
+    dh, lengths = dh[b0:b1], lengths[b0:b1]
     T, B, H = dy.shape
     rz_end = 3 * H if reset_after else 2 * H
     w_rec = w_hh[:rz_end]

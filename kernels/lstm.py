@@ -36,8 +36,8 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add, step_indices,
-                      stream_layout, take_block)
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add, product,
+                      step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -130,16 +130,18 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 @jit
 def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
-                 gates, h_seq, c_seq, tanh_c, a, m):
-    """Run one direction of one layer over all ``T`` steps.
+                 gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
+    """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
+    the batch (rows never meet, so blocks of rows may run in parallel threads).
 
     In: ``xw (T, B, 4H)`` = ``x W_ih^T``; ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
     ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
-    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch: ``a (B, 4H)``,
-    ``m (B, H)``.
+    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch for the block:
+    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``. ``blas``: each step's products by the BLAS, else
+    by :func:`matmul_add` (:func:`product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
     ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
@@ -148,24 +150,29 @@ def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
     arithmetic is the same, so the outputs are bitwise those of ``keep=True``.
     """
     T = xw.shape[0]
+    lens = lengths[b0:b1]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
-        a[:, :] = 0.0
-        matmul_add(h_seq[p], w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1])
-        out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r], out)
+        h_prev = h_seq[p, b0:b1]
+        h_next = h_seq[q, b0:b1]
+        product(h_prev, w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1], False, blas)
+        out = m if has_proj else h_next
+        lstm_cell(a, xw[t, b0:b1], bias, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
+                  c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
         if has_proj:
-            h_seq[q][:, :] = 0.0
-            matmul_add(m, w_hr_t, h_seq[q], 0, m.shape[1], 0, w_hr_t.shape[1])
-        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+            product(m, w_hr_t, h_next, 0, m.shape[1], 0, w_hr_t.shape[1], False, blas)
+        carry_past_end(t, lens, h_prev, h_next)
 
 
 def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
-                      gates, h_seq, c_seq, tanh_c, a, m):
-    """:func:`lstm_forward` with the per-step products in NumPy's BLAS (faster for large
-    ``B*H``); same arguments, same results up to summation order. The gate math is the same
-    ``@njit`` :func:`lstm_cell`."""
+                      gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
+    """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
+    fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
+    False). Same arguments (``blas`` is ignored), same results up to summation order; the gate
+    math is the same ``@njit`` :func:`lstm_cell`."""
+    xw, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (xw, gates, h_seq, c_seq, tanh_c))
+    lengths = lengths[b0:b1]
     T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
@@ -182,37 +189,44 @@ def lstm_forward_blas(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep
 
 @jit
 def lstm_backward(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, reverse,
-                  dh, dc, da, dh_steps, dc_steps, dm):
-    """BPTT for one direction of one layer.
+                  dh, dc, da, dh_steps, dc_steps, dm, blas, b0, b1):
+    """BPTT for one direction of one layer, for the rows ``b0 .. b1 - 1`` of the batch.
 
     In: ``dy (T, B, P)`` gradient of the outputs (zero past each length); tape arrays as written
     by :func:`lstm_forward`; ``w_hh (4H, P)``; ``w_hr (P, H)`` (ignored unless ``has_proj``).
     In/out: ``dh (B, P)`` and ``dc (B, H)`` enter as the gradients of the final state and leave as
     the gradients of the initial state.
     Out: ``da (T, B, 4H)`` pre-activation gradients, ``dh_steps (T, B, P)`` total ``dL/dh_t``,
-    ``dc_steps (T, B, H)`` total ``dL/dc_t``. Scratch: ``dm (B, H)``.
+    ``dc_steps (T, B, H)`` total ``dL/dc_t``. Scratch: ``dm (b1 - b0, H)``. ``blas`` as in
+    :func:`lstm_forward`.
     """
     T = dy.shape[0]
+    lens = lengths[b0:b1]
+    dh_b = dh[b0:b1]
+    dc_b = dc[b0:b1]
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
-        dh_t = dh_steps[t]
-        add_into(dh_t, dh, dy[t])
+        dh_t = dh_steps[t, b0:b1]
+        da_t = da[t, b0:b1]
+        add_into(dh_t, dh_b, dy[t, b0:b1])
         if has_proj:
-            dm[:, :] = 0.0
-            matmul_add(dh_t, w_hr, dm, 0, dh_t.shape[1], 0, dm.shape[1])
-            lstm_cell_backward(dm, dc, gates[t], c_seq[p], tanh_c[t], t, lengths, da[t],
-                               dc_steps[t])
+            product(dh_t, w_hr, dm, 0, dh_t.shape[1], 0, dm.shape[1], False, blas)
+            lstm_cell_backward(dm, dc_b, gates[t, b0:b1], c_seq[p, b0:b1], tanh_c[t, b0:b1], t,
+                               lens, da_t, dc_steps[t, b0:b1])
         else:
-            lstm_cell_backward(dh_t, dc, gates[t], c_seq[p], tanh_c[t], t, lengths, da[t],
-                               dc_steps[t])
-        dh[:, :] = 0.0
-        matmul_add(da[t], w_hh, dh, 0, w_hh.shape[0], 0, dh.shape[1])
-        carry_past_end(t, lengths, dh_t, dh)
+            lstm_cell_backward(dh_t, dc_b, gates[t, b0:b1], c_seq[p, b0:b1], tanh_c[t, b0:b1],
+                               t, lens, da_t, dc_steps[t, b0:b1])
+        product(da_t, w_hh, dh_b, 0, w_hh.shape[0], 0, dh_b.shape[1], False, blas)
+        carry_past_end(t, lens, dh_t, dh_b)
 
 
 def lstm_backward_blas(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, reverse,
-                       dh, dc, da, dh_steps, dc_steps, dm):
-    """:func:`lstm_backward` with the per-step products in NumPy's BLAS; same arguments."""
+                       dh, dc, da, dh_steps, dc_steps, dm, blas, b0, b1):
+    """:func:`lstm_backward` stepped in Python with NumPy's BLAS (the fallback of
+    :func:`lstm_forward_blas`); same arguments."""
+    dy, gates, c_seq, tanh_c, da, dh_steps, dc_steps = (
+        v[:, b0:b1] for v in (dy, gates, c_seq, tanh_c, da, dh_steps, dc_steps))
+    dh, dc, lengths = dh[b0:b1], dc[b0:b1], lengths[b0:b1]
     T = dy.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):

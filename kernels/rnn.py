@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, step_indices,
+from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, product, step_indices,
                       stream_layout, take_block)
 from ._jit import jit
 
@@ -45,22 +45,26 @@ def rnn_cell(a, xw, bias, relu, t, lengths, h):
 
 
 @jit
-def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
-    """One direction of one layer over ``T`` steps. In: ``xw (T, B, H)`` = ``x W_ih^T``,
-    ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
+def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+    """One direction of one layer over ``T`` steps, for the rows ``b0 .. b1 - 1`` of the batch.
+    In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
     ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
-    Scratch ``a (B, H)``."""
+    Scratch ``a (b1 - b0, H)``. ``blas``: each step's product by the BLAS (:func:`product`)."""
     T, B, H = xw.shape
+    lens = lengths[b0:b1]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        a[:, :] = 0.0
-        matmul_add(h_seq[p], w_hh_t, a, 0, H, 0, H)
-        rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
-        carry_past_end(t, lengths, h_seq[p], h_seq[q])
+        h_prev = h_seq[p, b0:b1]
+        h_next = h_seq[q, b0:b1]
+        product(h_prev, w_hh_t, a, 0, H, 0, H, False, blas)
+        rnn_cell(a, xw[t, b0:b1], bias, relu, t, lens, h_next)
+        carry_past_end(t, lens, h_prev, h_next)
 
 
-def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a):
-    """:func:`rnn_forward` with the per-step product in NumPy's BLAS; same arguments."""
+def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+    """:func:`rnn_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
+    loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored)."""
+    xw, h_seq, lengths = xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
     T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
@@ -91,23 +95,29 @@ def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
 
 
 @jit
-def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
-    """BPTT for one direction. In: ``dy (T, B, H)``, ``h_seq`` from :func:`rnn_forward`,
-    ``w_hh (H, H)``. In/out: ``dh (B, H)`` final-state gradient in, initial-state gradient out.
-    Out: ``da (T, B, H)`` pre-activation gradients, ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
+def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1):
+    """BPTT for one direction, for the rows ``b0 .. b1 - 1`` of the batch. In: ``dy (T, B, H)``,
+    ``h_seq`` from :func:`rnn_forward`, ``w_hh (H, H)``. In/out: ``dh (B, H)`` final-state
+    gradient in, initial-state gradient out. Out: ``da (T, B, H)`` pre-activation gradients,
+    ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
     T, B, H = dy.shape
+    lens = lengths[b0:b1]
+    dh_b = dh[b0:b1]
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
-        dh_t = dh_steps[t]
-        add_into(dh_t, dh, dy[t])
-        rnn_cell_backward(dh_t, h_seq[q], relu, t, lengths, da[t])
-        dh[:, :] = 0.0
-        matmul_add(da[t], w_hh, dh, 0, H, 0, H)
-        carry_past_end(t, lengths, dh_t, dh)
+        dh_t = dh_steps[t, b0:b1]
+        da_t = da[t, b0:b1]
+        add_into(dh_t, dh_b, dy[t, b0:b1])
+        rnn_cell_backward(dh_t, h_seq[q, b0:b1], relu, t, lens, da_t)
+        product(da_t, w_hh, dh_b, 0, H, 0, H, False, blas)
+        carry_past_end(t, lens, dh_t, dh_b)
 
 
-def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps):
-    """:func:`rnn_backward` with the per-step product in NumPy's BLAS; same arguments."""
+def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1):
+    """:func:`rnn_backward` stepped in Python with NumPy's BLAS (the fallback of
+    :func:`rnn_forward_blas`); same arguments."""
+    dy, h_seq, da, dh_steps = (v[:, b0:b1] for v in (dy, h_seq, da, dh_steps))
+    dh, lengths = dh[b0:b1], lengths[b0:b1]
     T = dy.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):

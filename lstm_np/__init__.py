@@ -5,6 +5,7 @@ Shape legend used in every docstring: ``T`` steps, ``B`` batch, ``I`` input size
 size, ``P`` projected hidden size, ``D`` directions, ``L`` layers.
 """
 from . import convert, data, losses, optim
+from ._threads import get_num_threads, set_num_threads
 from ._workspace import release_memory
 from .convert import from_keras, from_onnx, from_torch, load_onnx, to_keras, to_onnx, to_torch_state_dict
 from .errors import FileFormatError
@@ -26,4 +27,4 @@ __all__ = ["LSTM", "GRU", "RNN", "Recurrent", "Tape", "Gradients", "gradcheck", 
            "NonFiniteError", "FileFormatError", "SGD", "Adam", "clip_grad_norm", "mse",
            "cross_entropy", "data", "losses", "optim", "convert", "save", "load", "from_torch",
            "to_torch_state_dict", "from_keras", "to_keras", "from_onnx", "to_onnx", "load_onnx",
-           "release_memory"]
+           "release_memory", "set_num_threads", "get_num_threads"]

@@ -22,7 +22,8 @@ direction of one layer through its kernels.
 """
 import numpy as np
 
-from . import _arrays, _workspace
+from . import _arrays, _threads, _workspace
+from .kernels import _blas
 from .kernels import gru as gru_kernels
 from .kernels._blocks import add_rows_f64
 from .kernels import lstm as lstm_kernels
@@ -44,32 +45,46 @@ def _input_projection(x, weight):
     (the kernels add the biases where they read it)."""
     T, B, I = x.shape
     out = _workspace.empty((T * B, weight.shape[0]), x.dtype)
-    return np.matmul(x.reshape(T * B, I), weight.T, out=out).reshape(T, B, weight.shape[0])
+    return _threads.matmul(x.reshape(T * B, I), weight.T, out).reshape(T, B, weight.shape[0])
 
 
 _CHUNK_ROWS = 128
 
 
 def _sum_outer(dz, v):
-    """``sum_t dz_t^T v_t`` over all ``T * B`` rows: ``(G, K)``.
+    """``sum_t dz_t^T v_t`` over all ``T * B`` rows: ``(G, K)``, in blocks of its rows
+    (:func:`lstm_np._threads.product_blocks`).
 
-    float64: one GEMM. float32: one GEMM per block of 128 rows, the blocks summed in float64, so
+    float64: one GEMM per block. float32: one GEMM per 128 rows of ``dz``, summed in float64, so
     the long reduction (``T * B`` terms) does not drift: same flops, and the float32 weight
     gradients land at least as close to the float64 ones as torch's do (measured over three
     cells, two shapes and three seeds: with 512-row blocks lstm_np was the less accurate in 22
     of 72 weight and bias gradients, with 128-row blocks in 2, both RNN biases, at 1.2x)."""
     dz2 = dz.reshape(-1, dz.shape[-1])
     v2 = v.reshape(-1, v.shape[-1])
+    rows, G = dz2.shape
+    out = np.empty((G, v2.shape[1]), dz.dtype)
+
+    def run(g0, g1):
+        _sum_outer_rows(dz2[:, g0:g1], v2, out[g0:g1])
+
+    _threads.in_blocks(run, _threads.product_blocks(G, rows * v2.shape[1]))
+    return out
+
+
+def _sum_outer_rows(dz2, v2, out):
+    """``out = dz2^T v2`` for ``dz2 (N, g)``, ``v2 (N, K)``, ``out (g, K)``, as
+    :func:`_sum_outer` describes."""
     rows = dz2.shape[0]
-    if dz.dtype == np.float64 or rows <= _CHUNK_ROWS:
-        return dz2.T @ v2
-    G, K = dz2.shape[1], v2.shape[1]
-    total = np.zeros(G * K, np.float64)
-    part = np.empty((G, K), dz.dtype)
+    if dz2.dtype == np.float64 or rows <= _CHUNK_ROWS:
+        np.matmul(dz2.T, v2, out=out)
+        return
+    total = np.zeros(out.size, np.float64)
+    part = np.empty(out.shape, dz2.dtype)
     for start in range(0, rows, _CHUNK_ROWS):
         np.matmul(dz2[start:start + _CHUNK_ROWS].T, v2[start:start + _CHUNK_ROWS], out=part)
-        add_rows_f64(part.reshape(1, G * K), total)
-    return total.reshape(G, K).astype(dz.dtype)
+        add_rows_f64(part.reshape(1, -1), total)
+    out[...] = total.reshape(out.shape)
 
 
 def _sum_outer_pair(dz, u, v):
@@ -94,7 +109,7 @@ def _backprop_input(dz, weight):
     """``dz W`` for ``dz (T, B, G)``, ``weight (G, I)``: ``(T, B, I)``."""
     T, B, G = dz.shape
     out = _workspace.empty((T * B, weight.shape[1]), dz.dtype)
-    return np.matmul(dz.reshape(T * B, G), weight, out=out).reshape(T, B, weight.shape[1])
+    return _threads.matmul(dz.reshape(T * B, G), weight, out).reshape(T, B, weight.shape[1])
 
 
 class Recurrent:
@@ -382,14 +397,21 @@ class Recurrent:
         return Stream(self, batch_size, state)
 
     # ----------------------------------------------------------------- per cell
-    def _kernels(self, batch, loop, blas):
-        """The loop kernel or its BLAS-stepped twin (same arguments), per ``self.kernel``."""
+    def _time_loop(self, batch, kernel, twin):
+        """How to run a time loop over ``batch`` rows: ``(loop, blas, blocks)``. ``loop`` is the
+        compiled ``kernel`` (its per-step products by the BLAS when ``blas``, else by its own
+        loops, per ``self.kernel``), or, where the compiled loop cannot call NumPy's BLAS, the
+        Python-stepped ``twin`` (same arguments) for the BLAS case. ``blocks``: the rows
+        ``[(b0, b1), ..]`` to run in parallel threads (:func:`lstm_np.set_num_threads`)."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
         if self.kernel == "auto":
-            return blas if batch * self.gate_count * self.hidden_size >= self.blas_threshold \
-                else loop
-        return blas if self.kernel == "blas" else loop
+            blas = batch * self.gate_count * self.hidden_size >= self.blas_threshold
+        else:
+            blas = self.kernel == "blas"
+        if blas and not _blas.FOUND:                        # pragma: no cover - other BLAS
+            return twin, True, [(0, batch)]
+        return kernel, blas, _threads.row_blocks(batch)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
@@ -483,17 +505,11 @@ class LSTM(Recurrent):
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, 4H)
-        bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
         tanh_c = _workspace.empty((T, B, H), dt)
-        has_proj = self.proj_size > 0
-        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
-        forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj,
-                lengths, reverse, True, gates, h_seq, c_seq, tanh_c,
-                np.empty((B, 4 * H), dt), np.empty((B, H), dt))
+        self._forward_loop(w, lengths, reverse, True, xw, gates, h_seq, c_seq, tanh_c)
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -506,15 +522,28 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         cc = np.empty((2, B, H), dt)                                    # c, ping-pong
         cc[0] = state0[1]
-        has_proj = self.proj_size > 0
-        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        forward = self._kernels(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas)
-        forward(_input_projection(x, w["weight_ih"]), self._summed_bias(w),
-                np.ascontiguousarray(w["weight_hh"].T), w_hr_t, has_proj, lengths, reverse,
-                False, np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt),
-                np.empty((B, 4 * H), dt), np.empty((B, H), dt))
+        self._forward_loop(w, lengths, reverse, False, _input_projection(x, w["weight_ih"]),
+                           np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
+
+    def _forward_loop(self, w, lengths, reverse, keep, xw, gates, h_seq, c_seq, tanh_c):
+        """:func:`~lstm_np.kernels.lstm.lstm_forward` (``keep`` as there) over the batch, in
+        blocks of rows with their own scratch."""
+        B = h_seq.shape[1]
+        H, dt = self.hidden_size, self.dtype
+        has_proj = self.proj_size > 0
+        w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
+        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        bias = self._summed_bias(w)
+        loop, blas, blocks = self._time_loop(B, lstm_kernels.lstm_forward,
+                                             lstm_kernels.lstm_forward_blas)
+
+        def run(b0, b1):
+            loop(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq, c_seq,
+                 tanh_c, np.empty((b1 - b0, 4 * H), dt), np.empty((b1 - b0, H), dt), blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
@@ -526,10 +555,15 @@ class LSTM(Recurrent):
         dc_steps = _workspace.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
-        backward = self._kernels(B, lstm_kernels.lstm_backward, lstm_kernels.lstm_backward_blas)
-        backward(dy, kept["gates"], kept["c_seq"], kept["tanh_c"],
-                                   w["weight_hh"], w_hr, has_proj, lengths, reverse,
-                                   dh, dc, da, dh_steps, dc_steps, np.empty((B, H), dt))
+        loop, blas, blocks = self._time_loop(B, lstm_kernels.lstm_backward,
+                                             lstm_kernels.lstm_backward_blas)
+
+        def run(b0, b1):
+            loop(dy, kept["gates"], kept["c_seq"], kept["tanh_c"], w["weight_hh"], w_hr,
+                 has_proj, lengths, reverse, dh, dc, da, dh_steps, dc_steps,
+                 np.empty((b1 - b0, H), dt), blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
@@ -590,10 +624,15 @@ class GRU(Recurrent):
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
         hn = _workspace.empty((T, B, H), dt)
-        forward = self._kernels(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas)
-        forward(xw, b_ih, np.ascontiguousarray(w["weight_hh"].T), b_hh,
-                                self.reset_after, lengths, reverse, gates, h_seq, hn,
-                                np.empty((B, 3 * H), dt))
+        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        loop, blas, blocks = self._time_loop(B, gru_kernels.gru_forward,
+                                             gru_kernels.gru_forward_blas)
+
+        def run(b0, b1):
+            loop(xw, b_ih, w_hh_t, b_hh, self.reset_after, lengths, reverse, gates, h_seq, hn,
+                 np.empty((b1 - b0, 3 * H), dt), blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
 
@@ -604,10 +643,15 @@ class GRU(Recurrent):
         dxw = _workspace.empty((T, B, 3 * H), dt)
         dhw = _workspace.empty((T, B, 3 * H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
-        backward = self._kernels(B, gru_kernels.gru_backward, gru_kernels.gru_backward_blas)
-        backward(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
-                                 self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps,
-                                 np.empty((B, H), dt))
+        loop, blas, blocks = self._time_loop(B, gru_kernels.gru_backward,
+                                             gru_kernels.gru_backward_blas)
+
+        def run(b0, b1):
+            loop(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"], self.reset_after,
+                 lengths, reverse, dh, dxw, dhw, dh_steps, np.empty((b1 - b0, H), dt), blas,
+                 b0, b1)
+
+        _threads.in_blocks(run, blocks)
         h_prev = _previous(kept["h_seq"], reverse)
         if self.reset_after:
             dw_hh = _sum_outer(dhw, h_prev)
@@ -662,10 +706,16 @@ class RNN(Recurrent):
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
         bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
-        forward = self._kernels(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas)
-        forward(xw, bias, np.ascontiguousarray(w["weight_hh"].T),
-                                self.nonlinearity == "relu", lengths, reverse, h_seq,
-                                np.empty((B, H), dt))
+        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        relu = self.nonlinearity == "relu"
+        loop, blas, blocks = self._time_loop(B, rnn_kernels.rnn_forward,
+                                             rnn_kernels.rnn_forward_blas)
+
+        def run(b0, b1):
+            loop(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, np.empty((b1 - b0, H), dt),
+                 blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}
 
@@ -675,9 +725,15 @@ class RNN(Recurrent):
         (dh,) = dfinal
         da = _workspace.empty((T, B, H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
-        backward = self._kernels(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas)
-        backward(dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
-                                 lengths, reverse, dh, da, dh_steps)
+        relu = self.nonlinearity == "relu"
+        loop, blas, blocks = self._time_loop(B, rnn_kernels.rnn_backward,
+                                             rnn_kernels.rnn_backward_blas)
+
+        def run(b0, b1):
+            loop(dy, kept["h_seq"], w["weight_hh"], relu, lengths, reverse, dh, da, dh_steps,
+                 blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:

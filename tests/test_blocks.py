@@ -1,9 +1,10 @@
-"""The kernels' own row-major product (``matmul_add``) and float64 row sums, against float64
-NumPy, over every remainder of their unrolled loops and sub-ranges of the operands."""
+"""The kernels' products (``matmul_add``, their own loops; ``product``, which also calls NumPy's
+BLAS from compiled code) and float64 row sums, against float64 NumPy, over every remainder of
+the unrolled loops, sub-blocks of the operands and degenerate shapes."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blocks import add_rows_f64, matmul_add
+from lstm_np.kernels._blocks import add_rows_f64, matmul_add, product
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -39,3 +40,41 @@ def test_add_rows_f64_sums_in_float64(dtype):
     total = np.zeros(3)
     add_rows_f64(x, total)
     assert np.array_equal(total, np.full(3, 2.0 ** 24 + 100_000 * (1.0 + 2.0 ** -20)))
+
+
+@pytest.mark.parametrize("blas", [False, True], ids=["loops", "blas"])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 7, 3), (5, 1, 4), (6, 9, 1), (8, 33, 20)])
+def test_product(blas, accumulate, dtype, M, K, N):
+    """``product``: ``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` by the BLAS or the
+    loops, on sub-blocks of larger arrays; without ``accumulate`` the old ``out`` (NaN here) is
+    never read; columns outside ``n0:n1`` are untouched."""
+    rng = np.random.default_rng(M * 1000 + K * 10 + N)
+    k0, n0 = 1, 2
+    a = rng.standard_normal((M, k0 + K + 2)).astype(dtype)
+    w = rng.standard_normal((k0 + K + 2, n0 + N + 3)).astype(dtype)
+    out = rng.standard_normal((M, n0 + N + 3)).astype(dtype)
+    if not accumulate:
+        out[:, n0:n0 + N] = np.nan
+    expected = out.astype(np.float64)
+    block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
+    expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
+    product(a, w, out, k0, k0 + K, n0, n0 + N, accumulate, blas)
+    assert np.allclose(out, expected, rtol=50 * TOLERANCE[dtype], atol=50 * K * TOLERANCE[dtype])
+    outside = np.ones(out.shape[1], bool)
+    outside[n0:n0 + N] = False
+    assert np.array_equal(out[:, outside], expected[:, outside].astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_single_row_with_any_stride(dtype):
+    """A ``(1, N)`` array may carry any row stride (the transpose of a C-contiguous ``(N, 1)``
+    does, and NumPy still calls it C-contiguous); the BLAS must still get a valid leading
+    dimension and the right answer."""
+    w = np.ascontiguousarray(np.arange(1.0, 4.0, dtype=dtype).reshape(3, 1).T)   # (1, 3)
+    assert w.strides[0] != 3 * w.itemsize
+    a = np.full((2, 1), 2.0, dtype)
+    out = np.full((2, 3), np.nan, dtype)
+    product(a, w, out, 0, 1, 0, 3, False, True)
+    assert np.array_equal(out, np.array([[2.0, 4.0, 6.0]] * 2, dtype))

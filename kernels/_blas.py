@@ -1,0 +1,125 @@
+"""NumPy's BLAS product, called from inside the compiled time loops.
+
+A time loop that steps in Python (one ``np.matmul`` per step) needs the GIL between steps, so two
+such loops in two threads keep handing the GIL to each other, and each waits for the other's
+wake-up (measured: two half-batch loops in two threads ran slower than one full loop). A
+compiled loop that calls the BLAS itself holds no GIL at all, and its blocks of rows run side by
+side on every core (:mod:`lstm_np._threads`).
+
+NumPy's wheels carry OpenBLAS built with 64-bit integers and a ``scipy_`` prefix. Its
+``cblas_sgemm``/``cblas_dgemm`` are looked up once here (``ctypes``) and registered with LLVM
+under fixed names, so a compiled kernel (cached on disk) calls them by name and finds them in
+every process. Where NumPy's BLAS is another library, ``FOUND`` is False, the names point at a
+plain-loop product (so the kernels still link) and the layers step their products in Python
+(the ``*_blas`` twins) instead.
+"""
+import ctypes
+import glob
+import os
+
+import numpy as np
+from llvmlite import binding as _llvm
+from numba import types
+from numba.extending import overload, register_jitable
+
+_PREFIX = "lstm_np_blas_"
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+
+
+def _numpy_openblas():
+    """NumPy's bundled OpenBLAS as a ``ctypes.CDLL`` (already loaded by NumPy), or None."""
+    root = os.path.dirname(np.__file__)
+    patterns = [os.path.join(os.path.dirname(root), "numpy.libs", "*openblas*"),
+                os.path.join(root, ".dylibs", "*openblas*")]
+    for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
+        try:
+            lib = ctypes.CDLL(path)
+            lib.scipy_cblas_sgemm64_, lib.scipy_cblas_dgemm64_          # both must be there
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _gemm_signature(t):
+    """``cblas_?gemm`` with 64-bit integers: order, trans_a, trans_b (int32 enums), M, N, K,
+    alpha, A, lda, B, ldb, beta, C, ldc."""
+    p = types.CPointer(t)
+    return types.void(types.int32, types.int32, types.int32, types.int64, types.int64,
+                      types.int64, t, p, types.int64, p, types.int64, t, p, types.int64)
+
+
+def _loop_gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Row-major, no-transpose ``C = alpha A B + beta C`` in plain loops (where no BLAS was found;
+    the layers do not call it then, it only lets the kernels link)."""
+    for i in range(M):
+        for j in range(N):
+            s = 0.0
+            for k in range(K):
+                s += A[i * lda + k] * B[k * ldb + j]
+            C[i * ldc + j] = alpha * s if beta == 0.0 else alpha * s + beta * C[i * ldc + j]
+
+
+_lib = _numpy_openblas()
+FOUND = _lib is not None
+_fallbacks = []
+for _letter, _type in (("s", types.float32), ("d", types.float64)):
+    if FOUND:
+        _address = ctypes.cast(getattr(_lib, f"scipy_cblas_{_letter}gemm64_"), ctypes.c_void_p).value
+    else:                                                       # pragma: no cover - other BLAS
+        from numba import cfunc
+        _fallbacks.append(cfunc(_gemm_signature(_type), cache=True)(_loop_gemm))
+        _address = _fallbacks[-1].address
+    _llvm.add_symbol(f"{_PREFIX}{_letter}gemm", _address)
+_GEMM = {t: types.ExternalFunction(f"{_PREFIX}{letter}gemm", _gemm_signature(t))
+         for letter, t in (("s", types.float32), ("d", types.float64))}
+
+
+def set_threads(n):
+    """Set NumPy's OpenBLAS to ``n`` threads and return the previous number (None, changing
+    nothing, where it was not found)."""
+    if not FOUND:                                               # pragma: no cover - other BLAS
+        return None
+    previous = _lib.scipy_openblas_get_num_threads64_()
+    _lib.scipy_openblas_set_num_threads64_(ctypes.c_int(n))
+    return previous
+
+
+def gemm(a, w, out, k0, k1, n0, n1, beta):
+    """``out[:, n0:n1] = a[:, k0:k1] @ w[k0:k1, n0:n1] + beta * out[:, n0:n1]`` for 2-D arrays
+    whose rows are each contiguous (``beta`` 0 or 1; with 0, ``out`` is not read). Compiled, it is
+    one ``cblas_?gemm`` call without the GIL; run as Python (``NUMBA_DISABLE_JIT=1``), NumPy's
+    matmul."""
+    product = a[:, k0:k1] @ w[k0:k1, n0:n1]
+    if beta == 0.0:
+        out[:, n0:n1] = product
+    else:
+        out[:, n0:n1] += product
+
+
+@overload(gemm, jit_options={"nogil": True})
+def _gemm_compiled(a, w, out, k0, k1, n0, n1, beta):
+    call = _GEMM[a.dtype]
+    scalar = np.float32 if a.dtype == types.float32 else np.float64
+
+    def impl(a, w, out, k0, k1, n0, n1, beta):
+        M = a.shape[0]
+        if M == 0 or n1 <= n0:
+            return
+        if k1 <= k0:                      # no terms: BLAS would leave out alone for beta = 1
+            if beta == 0.0:
+                out[:, n0:n1] = 0.0
+            return
+        call(np.int32(_CBLAS_ROW_MAJOR), np.int32(_CBLAS_NO_TRANS), np.int32(_CBLAS_NO_TRANS),
+             M, n1 - n0, k1 - k0, scalar(1.0), a[:, k0:].ctypes, _leading(a), w[k0:, n0:].ctypes,
+             _leading(w), scalar(beta), out[:, n0:].ctypes, _leading(out))
+
+    return impl
+
+
+@register_jitable
+def _leading(x):
+    """The row stride of the 2-D ``x`` in elements, the BLAS's "leading dimension". A single
+    row's stride means nothing to NumPy and may be anything (a ``(1, N)`` transpose keeps the
+    ``(N, 1)`` array's strides); the BLAS still wants at least the row length."""
+    return x.strides[0] // x.itemsize if x.shape[0] > 1 else x.shape[1]

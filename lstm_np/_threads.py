@@ -1,0 +1,110 @@
+"""lstm_np's own threads: blocks of rows in parallel.
+
+The rows of a batch never meet inside a recurrent layer: row ``b``'s state depends only on row
+``b``'s inputs. So a layer's whole time loop can run as ``n`` independent loops over ``n``
+blocks of rows, one per thread, each with its own per-step products and gate math. That puts
+the gate math on every core (a multi-threaded BLAS only spreads the products, and meets at a
+barrier every step). The compiled time loops hold no GIL and call the BLAS themselves
+(:mod:`lstm_np.kernels._blas`), so the blocks run side by side from the first step to the last.
+The large products around the loops (input projection, weight gradients, input gradient) are
+split the same way, by blocks of rows of their result.
+
+With ``n > 1`` lstm_np owns the cores: NumPy's OpenBLAS is set to one thread (one per caller)
+until :func:`set_num_threads` goes back to 1, which restores it. Two reasons, both measured on
+a 2-core machine: two callers asking one BLAS for all its threads wait for each other, and an
+idle OpenBLAS worker spins for a while after every multi-threaded product, on the core an lstm_np
+thread needs (a training step took 39 ms on one thread, 61 ms on two next to a 2-thread BLAS,
+34 ms on two with OpenBLAS's spinning cut short).
+
+The default is one thread: nothing is spawned, NumPy's BLAS setting is left alone.
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .kernels import _blas
+
+#: a block of a batch has at least this many rows; a smaller batch runs as one block
+MIN_ROWS_PER_BLOCK = 4
+#: a block of a product has at least this many multiply-adds
+MIN_PRODUCT_PER_BLOCK = 1 << 18
+
+_num_threads = 1
+_executor = None
+_lock = threading.Lock()
+_blas_threads = None     # NumPy's BLAS setting before lstm_np took the cores
+
+
+def get_num_threads():
+    """The number of threads lstm_np runs blocks of a batch's rows in (1 by default)."""
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Run lstm_np's work in up to ``n`` threads (the calling thread and ``n - 1`` workers):
+    the time loops of a batch of at least ``2 * MIN_ROWS_PER_BLOCK`` rows in blocks of rows, and
+    the large products around them in blocks of rows of their result.
+
+    ``n``: an int from 1 to ``os.cpu_count()``. With ``n > 1`` NumPy's BLAS runs one thread per
+    caller until ``set_num_threads(1)`` (see the module docstring). The results are those of one
+    thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
+    sum differently for a different number of rows); float64 and the small-batch loops are
+    bitwise the same.
+    """
+    global _num_threads, _executor, _blas_threads
+    cpus = os.cpu_count() or 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cpus:
+        raise ValueError(f"set_num_threads: expected an int from 1 to {cpus} (the number of "
+                         f"CPUs), got {n!r}")
+    if n > 1 and not _blas.FOUND:                            # pragma: no cover - other BLAS
+        raise RuntimeError("set_num_threads: threads need the compiled loops to call NumPy's "
+                           "BLAS, and NumPy's BLAS here is not the OpenBLAS of NumPy's wheels; "
+                           "lstm_np runs on one thread (NumPy's BLAS still uses its threads)")
+    with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=True)
+        if n > 1 and _num_threads == 1:
+            _blas_threads = _blas.set_threads(1)
+        elif n == 1 and _num_threads > 1:
+            _blas.set_threads(_blas_threads)
+        _executor = ThreadPoolExecutor(n - 1, thread_name_prefix="lstm_np") if n > 1 else None
+        _num_threads = n
+
+
+def row_blocks(rows, min_rows=MIN_ROWS_PER_BLOCK):
+    """Rows ``0 .. rows-1`` as at most :func:`get_num_threads` contiguous blocks of at least
+    ``min_rows`` rows: ``[(r0, r1), ..]``, ``[(0, rows)]`` when there is one."""
+    n = max(1, min(_num_threads, rows // max(1, min_rows)))
+    edges = [rows * k // n for k in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def in_blocks(run, blocks):
+    """``run(r0, r1)`` for every block: the first in the calling thread, the others in the
+    pool. Waits for every block; then raises the first block's exception, if any."""
+    if len(blocks) == 1:
+        run(*blocks[0])
+        return
+    futures = [_executor.submit(run, *block) for block in blocks[1:]]
+    try:
+        run(*blocks[0])
+    finally:
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+    if errors:
+        raise errors[0]
+
+
+def product_blocks(rows, row_size):
+    """:func:`row_blocks` for a product whose result rows each take ``row_size``
+    multiply-adds: blocks of at least ``MIN_PRODUCT_PER_BLOCK``."""
+    return row_blocks(rows, -(-MIN_PRODUCT_PER_BLOCK // max(1, row_size)))
+
+
+def matmul(a, b, out):
+    """``out = a @ b`` for 2-D arrays, rows of ``a`` (and ``out``) in parallel blocks."""
+    def run(r0, r1):
+        np.matmul(a[r0:r1], b, out=out[r0:r1])
+    in_blocks(run, product_blocks(a.shape[0], a.shape[1] * b.shape[1]))
+    return out

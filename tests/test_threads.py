@@ -1,0 +1,123 @@
+"""lstm_np's own threads (``lstm_np.set_num_threads``): blocks of a batch's rows run in parallel
+and give the results of one thread; NumPy's BLAS setting is taken and given back; bad values are
+refused without changing anything; an error in any block reaches the caller."""
+import os
+
+import numpy as np
+import pytest
+
+import lstm_np
+from lstm_np import _threads
+from lstm_np.kernels import _blas
+
+from helpers import make_layer, state_parts
+
+
+@pytest.fixture
+def three_threads(monkeypatch):
+    """Three lstm_np threads (three blocks of an odd batch), whatever the machine's core count:
+    the blocks' results do not depend on how many cores run them."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    lstm_np.set_num_threads(3)
+    yield
+    lstm_np.set_num_threads(1)
+
+
+def _run(layer, x, lengths, dy_seed=1):
+    y, state, tape = layer.forward(x, lengths=lengths)
+    rng = np.random.default_rng(dy_seed)
+    dy = rng.standard_normal(y.shape).astype(layer.dtype)
+    dstate = tuple(rng.standard_normal(s.shape).astype(layer.dtype) for s in state_parts(state))
+    grads = layer.backward(tape, dy, dstate if isinstance(state, tuple) else dstate[0])
+    inferred, _ = layer(x, lengths=lengths)
+    return {"y": y, "inferred": inferred, "dx": grads.dx, **dict(zip(
+        ["state_" + n for n in layer.state_names], state_parts(state))),
+        **{"d" + k: v for k, v in grads.dparams.items()}}
+
+
+CASES = [
+    ("lstm", {}), ("lstm", {"bidirectional": True, "num_layers": 2}), ("lstm", {"proj_size": 5}),
+    ("gru", {}), ("gru", {"reset_after": False, "bidirectional": True}),
+    ("rnn", {"nonlinearity": "relu"}), ("rnn", {"num_layers": 2}),
+]
+
+
+@pytest.mark.parametrize("kernel", ["loop", "blas"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell,options", CASES, ids=[f"{c}-{','.join(o) or 'default'}"
+                                                     for c, o in CASES])
+def test_blocks_give_the_results_of_one_thread(cell, options, dtype, kernel, monkeypatch):
+    """Forward, inference, every gradient and the final state, with sequences of several
+    lengths (some end inside the loop), 13 rows in 1 block and in 3 (4, 4 and 5 rows)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    layer = make_layer(cell, 6, 11, dtype=dtype, seed=3, **options)
+    layer.kernel = kernel
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 13, 6)).astype(dtype)
+    lengths = rng.integers(1, 10, 13)
+    assert _threads.row_blocks(13) == [(0, 13)]
+    one = _run(layer, x, lengths)
+    lstm_np.set_num_threads(3)
+    try:
+        assert _threads.row_blocks(13) == [(0, 4), (4, 8), (8, 13)]
+        three = _run(layer, x, lengths)
+    finally:
+        lstm_np.set_num_threads(1)
+    # float32 BLAS kernels may order a row's sum by how many rows they get; the loops do not
+    tol = 0 if dtype == np.float64 or kernel == "loop" else 1e-5
+    for name in one:
+        scale = np.abs(one[name]).max() + 1.0
+        assert np.abs(one[name] - three[name]).max() <= tol * scale, name
+
+
+def test_blas_setting_is_taken_and_given_back():
+    before = _blas._lib.scipy_openblas_get_num_threads64_()
+    lstm_np.set_num_threads(2)
+    try:
+        assert lstm_np.get_num_threads() == 2
+        assert _blas._lib.scipy_openblas_get_num_threads64_() == 1
+        lstm_np.set_num_threads(2)                          # again: the setting kept is NumPy's
+    finally:
+        lstm_np.set_num_threads(1)
+    assert lstm_np.get_num_threads() == 1
+    assert _blas._lib.scipy_openblas_get_num_threads64_() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, 10 ** 6])
+def test_bad_thread_counts_are_refused(bad):
+    with pytest.raises(ValueError, match=f"set_num_threads: expected an int from 1 to "
+                                         f"{os.cpu_count()}.*got {bad!r}"):
+        lstm_np.set_num_threads(bad)
+    assert lstm_np.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("rows,min_rows,expected", [
+    (13, 4, [(0, 4), (4, 8), (8, 13)]),     # three threads, blocks of at least 4
+    (11, 4, [(0, 5), (5, 11)]),             # only two blocks of 4 fit
+    (7, 4, [(0, 7)]),                       # one block
+    (3, 1, [(0, 1), (1, 2), (2, 3)]),
+])
+def test_row_blocks_cover_every_row_once(three_threads, rows, min_rows, expected):
+    assert _threads.row_blocks(rows, min_rows) == expected
+
+
+def test_an_error_in_any_block_reaches_the_caller_after_every_block_ends(three_threads):
+    done = []
+
+    def run(r0, r1):
+        if r0 == 4:
+            raise ArithmeticError("block (4, 8) failed")
+        done.append((r0, r1))
+
+    with pytest.raises(ArithmeticError, match=r"block \(4, 8\) failed"):
+        _threads.in_blocks(run, _threads.row_blocks(13))
+    assert sorted(done) == [(0, 4), (8, 13)]
+
+
+def test_products_in_blocks(three_threads):
+    """``matmul`` splits the rows of a large product and gives NumPy's answer."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((300, 40)), rng.standard_normal((40, 70))
+    assert len(_threads.product_blocks(300, 40 * 70)) == 3
+    out = _threads.matmul(a, b, np.empty((300, 70)))
+    assert np.allclose(out, a @ b, rtol=1e-13, atol=1e-13)
