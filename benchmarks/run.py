@@ -433,7 +433,10 @@ def main(argv=None):
              f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch",
              "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in blocks after a pause "
              "(each library's idle worker threads spin on the core the other needs; see "
-             "`paired_medians`)"]
+             "`paired_medians`)",
+             "- threads: `torch.set_num_threads(n)`, `threadpool_limits(n)` and "
+             "`lstm_np.set_num_threads(n)` (with n = 2, lstm_np runs blocks of rows in two threads "
+             "and NumPy's BLAS one thread per block)"]
     print("\n".join(lines), flush=True)
     rng = np.random.default_rng(0)
     train_times = {}

@@ -121,12 +121,18 @@ class Recurrent:
 
     gate_count = 1
     state_names = ("h",)
-    #: which time-loop implementation runs: ``"loop"`` (the whole loop in one Numba kernel, best
-    #: for small ``B * H``), ``"blas"`` (NumPy's BLAS for each step's product, the same Numba gate
-    #: math; best for large ``B * H``) or ``"auto"`` (chosen per call from ``B * G * H``).
+    #: how each step's products are done: ``"loop"`` (the kernel's own loops, best for few rows),
+    #: ``"blas"`` (NumPy's BLAS, called from the same compiled time loop; best for many rows) or
+    #: ``"auto"`` (chosen per call from the rows of a block, see below). The gate math is the same.
     kernel = "auto"
-    #: ``"auto"`` picks ``"blas"`` when ``B * G * H`` (the width of a step's gate block) reaches this.
-    blas_threshold = 4096
+    #: ``"auto"`` picks ``"blas"`` when a block (the batch, or one thread's rows of it) has at
+    #: least ``blas_min_rows`` rows and ``rows * G * H`` (its gate block) reaches
+    #: ``blas_threshold``. Measured here (1 thread, T = 100, all three cells, both dtypes): the
+    #: BLAS is 2-3x slower for 1-2 rows at any ``H`` (a one-row product is a matrix-vector
+    #: product, which the kernel's loops do well), about even at 8 rows and ``G * H = 256``,
+    #: and 10-25 % faster from ``rows * G * H = 2048`` with 8 rows or more.
+    blas_min_rows = 8
+    blas_threshold = 2048
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
@@ -405,13 +411,16 @@ class Recurrent:
         ``[(b0, b1), ..]`` to run in parallel threads (:func:`lstm_np.set_num_threads`)."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
+        blocks = _threads.row_blocks(batch)
+        rows = min(b1 - b0 for b0, b1 in blocks)
         if self.kernel == "auto":
-            blas = batch * self.gate_count * self.hidden_size >= self.blas_threshold
+            blas = rows >= self.blas_min_rows and \
+                rows * self.gate_count * self.hidden_size >= self.blas_threshold
         else:
             blas = self.kernel == "blas"
         if blas and not _blas.FOUND:                        # pragma: no cover - other BLAS
             return twin, True, [(0, batch)]
-        return kernel, blas, _threads.row_blocks(batch)
+        return kernel, blas, blocks
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
