@@ -71,29 +71,36 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
 def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
     """Second half of a step: ``n`` into ``gates[:, 2H:]`` and the new state ``h``. For
     ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
-    Rows past their length carry ``h_prev``."""
+    Rows past their length carry ``h_prev``. Loops run over views from index 0 (see
+    :func:`~lstm_np.kernels.lstm.lstm_cell_row`)."""
     B, H = h.shape
+    b_n = b_ih[2 * H:]
     for b in range(B):
-        g_b = gates[b]
+        r, z, n = gate_blocks(gates[b], H)
         h_b = h[b]
         hp_b = h_prev[b]
         if t >= lengths[b]:
-            g_b[2 * H:] = 0.0
+            n[:] = 0.0
             copy_into(h_b, hp_b)
             continue
-        x_b = xw[b]
-        hw_b = hw[b]
+        x_n = xw[b, 2 * H:]
+        hw_n = hw[b, 2 * H:]
         if reset_after:
             for j in range(H):
-                hw_b[2 * H + j] = x_b[2 * H + j] + b_ih[2 * H + j] + g_b[j] * hw_b[2 * H + j]
+                hw_n[j] = x_n[j] + b_n[j] + r[j] * hw_n[j]
         else:
             for j in range(H):
-                hw_b[2 * H + j] += x_b[2 * H + j] + b_ih[2 * H + j]
+                hw_n[j] += x_n[j] + b_n[j]
         for j in range(H):
-            g_b[2 * H + j] = tanh(hw_b[2 * H + j])
+            n[j] = tanh(hw_n[j])
         for j in range(H):
-            z = g_b[H + j]
-            h_b[j] = (1.0 - z) * g_b[2 * H + j] + z * hp_b[j]
+            h_b[j] = (1.0 - z[j]) * n[j] + z[j] * hp_b[j]
+
+
+@jit
+def gate_blocks(v, H):
+    """The three ``(H,)`` blocks ``r, z, n`` of a ``(3H,)`` row, as views."""
+    return v[:H], v[H:2 * H], v[2 * H:3 * H]
 
 
 @jit
@@ -160,30 +167,26 @@ def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
             gx[b, :] = 0.0
             gh[b, :] = 0.0
             continue
-        g = gates[b]
+        r, z, n = gate_blocks(gates[b], H)
+        gx_r, gx_z, gx_n = gate_blocks(gx[b], H)
+        gh_r, gh_z, gh_n = gate_blocks(gh[b], H)
         d = dh_t[b]
         hp = h_prev[b]
-        gx_b = gx[b]
-        gh_b = gh[b]
-        for j in range(H):                                   # z
-            z = g[H + j]
-            v = d[j] * (hp[j] - g[2 * H + j]) * z * (1.0 - z)
-            gx_b[H + j] = v
-            gh_b[H + j] = v
-        for j in range(H):                                   # n
-            n = g[2 * H + j]
-            gx_b[2 * H + j] = d[j] * (1.0 - g[H + j]) * (1.0 - n * n)
+        # one output per loop, over views from index 0: each loop vectorises
+        for j in range(H):
+            gx_z[j] = d[j] * (hp[j] - n[j]) * z[j] * (1.0 - z[j])
+        copy_into(gh_z, gx_z)
+        for j in range(H):
+            gx_n[j] = d[j] * (1.0 - z[j]) * (1.0 - n[j] * n[j])
         if reset_after:
             hn_b = hn[b]
-            for j in range(H):                               # r, and the n block of hw
-                r = g[j]
-                v = gx_b[2 * H + j] * hn_b[j] * r * (1.0 - r)
-                gx_b[j] = v
-                gh_b[j] = v
-                gh_b[2 * H + j] = gx_b[2 * H + j] * r
+            for j in range(H):                               # r
+                gx_r[j] = gx_n[j] * hn_b[j] * r[j] * (1.0 - r[j])
+            copy_into(gh_r, gx_r)
+            for j in range(H):                               # the n block of hw
+                gh_n[j] = gx_n[j] * r[j]
         else:
-            for j in range(H):
-                gh_b[2 * H + j] = gx_b[2 * H + j]
+            copy_into(gh_n, gx_n)
 
 
 @jit
@@ -195,19 +198,24 @@ def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh
     B, H = dh_t.shape
     for b in range(B):
         if t >= lengths[b]:
-            for j in range(H):
-                dh[b, j] = dh_t[b, j]
+            copy_into(dh[b], dh_t[b])
             continue
+        r, z, _ = gate_blocks(gates[b], H)
+        d = dh_t[b]
+        dh_b = dh[b]
+        if reset_after:
+            for j in range(H):
+                dh_b[j] = d[j] * z[j]
+            continue
+        drh_b = drh[b]
+        hp = h_prev[b]
+        gx_r = gx[b, :H]
+        gh_r = gh[b, :H]
+        for j in range(H):          # one output per loop: few enough overlap checks to vectorise
+            gx_r[j] = drh_b[j] * hp[j] * r[j] * (1.0 - r[j])
+        copy_into(gh_r, gx_r)
         for j in range(H):
-            r = gates[b, j]
-            z = gates[b, H + j]
-            if reset_after:
-                dh[b, j] = dh_t[b, j] * z
-            else:
-                dr_pre = drh[b, j] * h_prev[b, j] * r * (1.0 - r)
-                gx[b, j] = dr_pre
-                gh[b, j] = dr_pre
-                dh[b, j] = dh_t[b, j] * z + drh[b, j] * r
+            dh_b[j] = d[j] * z[j] + drh_b[j] * r[j]
 
 
 @jit

@@ -403,12 +403,13 @@ class Recurrent:
         return Stream(self, batch_size, state)
 
     # ----------------------------------------------------------------- per cell
-    def _time_loop(self, batch, kernel, twin):
-        """How to run a time loop over ``batch`` rows: ``(loop, blas, blocks)``. ``loop`` is the
-        compiled ``kernel`` (its per-step products by the BLAS when ``blas``, else by its own
-        loops, per ``self.kernel``), or, where the compiled loop cannot call NumPy's BLAS, the
-        Python-stepped ``twin`` (same arguments) for the BLAS case. ``blocks``: the rows
-        ``[(b0, b1), ..]`` to run in parallel threads (:func:`lstm_np.set_num_threads`)."""
+    def _time_loop(self, batch, kernel, twin, args, scratch):
+        """Run the time-loop ``kernel`` as ``kernel(*args, *work, blas, b0, b1)`` over blocks
+        of the ``batch`` rows (in parallel threads, :func:`lstm_np.set_num_threads`), ``work``
+        being one ``(rows, n)`` scratch array per ``n`` in ``scratch``. ``blas``: the per-step
+        products by the BLAS, per ``self.kernel``. Where the compiled loop cannot call NumPy's
+        BLAS, the BLAS case runs the Python-stepped ``twin`` (same arguments) instead, in one
+        block."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
         blocks = _threads.row_blocks(batch)
@@ -419,8 +420,12 @@ class Recurrent:
         else:
             blas = self.kernel == "blas"
         if blas and not _blas.FOUND:                        # pragma: no cover - other BLAS
-            return twin, True, [(0, batch)]
-        return kernel, blas, blocks
+            kernel, blocks = twin, [(0, batch)]
+
+        def run(b0, b1):
+            kernel(*args, *(np.empty((b1 - b0, n), self.dtype) for n in scratch), blas, b0, b1)
+
+        _threads.in_blocks(run, blocks)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
@@ -545,14 +550,9 @@ class LSTM(Recurrent):
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
         bias = self._summed_bias(w)
-        loop, blas, blocks = self._time_loop(B, lstm_kernels.lstm_forward,
-                                             lstm_kernels.lstm_forward_blas)
-
-        def run(b0, b1):
-            loop(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq, c_seq,
-                 tanh_c, np.empty((b1 - b0, 4 * H), dt), np.empty((b1 - b0, H), dt), blas, b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
+                        (xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep, gates,
+                         h_seq, c_seq, tanh_c), (4 * H, H))
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
@@ -564,15 +564,9 @@ class LSTM(Recurrent):
         dc_steps = _workspace.empty((T, B, H), dt)
         has_proj = self.proj_size > 0
         w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
-        loop, blas, blocks = self._time_loop(B, lstm_kernels.lstm_backward,
-                                             lstm_kernels.lstm_backward_blas)
-
-        def run(b0, b1):
-            loop(dy, kept["gates"], kept["c_seq"], kept["tanh_c"], w["weight_hh"], w_hr,
-                 has_proj, lengths, reverse, dh, dc, da, dh_steps, dc_steps,
-                 np.empty((b1 - b0, H), dt), blas, b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, lstm_kernels.lstm_backward, lstm_kernels.lstm_backward_blas,
+                        (dy, kept["gates"], kept["c_seq"], kept["tanh_c"], w["weight_hh"], w_hr,
+                         has_proj, lengths, reverse, dh, dc, da, dh_steps, dc_steps), (H,))
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
@@ -633,15 +627,9 @@ class GRU(Recurrent):
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
         hn = _workspace.empty((T, B, H), dt)
-        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
-        loop, blas, blocks = self._time_loop(B, gru_kernels.gru_forward,
-                                             gru_kernels.gru_forward_blas)
-
-        def run(b0, b1):
-            loop(xw, b_ih, w_hh_t, b_hh, self.reset_after, lengths, reverse, gates, h_seq, hn,
-                 np.empty((b1 - b0, 3 * H), dt), blas, b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
+                        (xw, b_ih, np.ascontiguousarray(w["weight_hh"].T), b_hh,
+                         self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
 
@@ -652,15 +640,9 @@ class GRU(Recurrent):
         dxw = _workspace.empty((T, B, 3 * H), dt)
         dhw = _workspace.empty((T, B, 3 * H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
-        loop, blas, blocks = self._time_loop(B, gru_kernels.gru_backward,
-                                             gru_kernels.gru_backward_blas)
-
-        def run(b0, b1):
-            loop(dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"], self.reset_after,
-                 lengths, reverse, dh, dxw, dhw, dh_steps, np.empty((b1 - b0, H), dt), blas,
-                 b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, gru_kernels.gru_backward, gru_kernels.gru_backward_blas,
+                        (dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
+                         self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps), (H,))
         h_prev = _previous(kept["h_seq"], reverse)
         if self.reset_after:
             dw_hh = _sum_outer(dhw, h_prev)
@@ -715,16 +697,9 @@ class RNN(Recurrent):
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
         bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
-        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
-        relu = self.nonlinearity == "relu"
-        loop, blas, blocks = self._time_loop(B, rnn_kernels.rnn_forward,
-                                             rnn_kernels.rnn_forward_blas)
-
-        def run(b0, b1):
-            loop(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, np.empty((b1 - b0, H), dt),
-                 blas, b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
+                        (xw, bias, np.ascontiguousarray(w["weight_hh"].T),
+                         self.nonlinearity == "relu", lengths, reverse, h_seq), (H,))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}
 
@@ -734,15 +709,9 @@ class RNN(Recurrent):
         (dh,) = dfinal
         da = _workspace.empty((T, B, H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
-        relu = self.nonlinearity == "relu"
-        loop, blas, blocks = self._time_loop(B, rnn_kernels.rnn_backward,
-                                             rnn_kernels.rnn_backward_blas)
-
-        def run(b0, b1):
-            loop(dy, kept["h_seq"], w["weight_hh"], relu, lengths, reverse, dh, da, dh_steps,
-                 blas, b0, b1)
-
-        _threads.in_blocks(run, blocks)
+        self._time_loop(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas,
+                        (dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
+                         lengths, reverse, dh, da, dh_steps), ())
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
