@@ -58,7 +58,7 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cpus:
         raise ValueError(f"set_num_threads: expected an int from 1 to {cpus} (the number of "
                          f"CPUs), got {n!r}")
-    if n > 1 and not _blas.FOUND:                            # pragma: no cover - other BLAS
+    if n > 1 and not _blas.FOUND:
         raise RuntimeError("set_num_threads: threads need the compiled loops to call NumPy's "
                            "BLAS, and NumPy's BLAS here is not the OpenBLAS of NumPy's wheels; "
                            "lstm_np runs on one thread (NumPy's BLAS still uses its threads)")

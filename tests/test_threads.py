@@ -13,6 +13,11 @@ from lstm_np.kernels import _blas
 from helpers import make_layer, state_parts
 
 
+#: threads need the compiled loops to call NumPy's BLAS (true for NumPy's wheels, and in CI here)
+needs_numpy_openblas = pytest.mark.skipif(not _blas.FOUND,
+                                          reason="NumPy's BLAS is not the OpenBLAS of its wheels")
+
+
 @pytest.fixture
 def three_threads(monkeypatch):
     """Three lstm_np threads (three blocks of an odd batch), whatever the machine's core count:
@@ -42,6 +47,7 @@ CASES = [
 ]
 
 
+@needs_numpy_openblas
 @pytest.mark.parametrize("kernel", ["loop", "blas"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell,options", CASES, ids=[f"{c}-{','.join(o) or 'default'}"
@@ -70,6 +76,7 @@ def test_blocks_give_the_results_of_one_thread(cell, options, dtype, kernel, mon
         assert np.abs(one[name] - three[name]).max() <= tol * scale, name
 
 
+@needs_numpy_openblas
 def test_blas_setting_is_taken_and_given_back():
     before = _blas._lib.scipy_openblas_get_num_threads64_()
     lstm_np.set_num_threads(2)
@@ -83,6 +90,16 @@ def test_blas_setting_is_taken_and_given_back():
     assert _blas._lib.scipy_openblas_get_num_threads64_() == before
 
 
+def test_threads_are_refused_where_the_loops_cannot_call_the_blas(monkeypatch):
+    """Without NumPy's OpenBLAS the loops step in Python, and threads would only trade the GIL:
+    ``set_num_threads(n > 1)`` says so and changes nothing; 1 is still accepted."""
+    monkeypatch.setattr(_blas, "FOUND", False)
+    with pytest.raises(RuntimeError, match="threads need the compiled loops to call NumPy's BLAS"):
+        lstm_np.set_num_threads(2)
+    assert lstm_np.get_num_threads() == 1 and _threads._executor is None
+    lstm_np.set_num_threads(1)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None, 10 ** 6])
 def test_bad_thread_counts_are_refused(bad):
     with pytest.raises(ValueError, match=f"set_num_threads: expected an int from 1 to "
@@ -91,6 +108,7 @@ def test_bad_thread_counts_are_refused(bad):
     assert lstm_np.get_num_threads() == 1
 
 
+@needs_numpy_openblas
 @pytest.mark.parametrize("rows,min_rows,expected", [
     (13, 4, [(0, 4), (4, 8), (8, 13)]),     # three threads, blocks of at least 4
     (11, 4, [(0, 5), (5, 11)]),             # only two blocks of 4 fit
@@ -101,6 +119,7 @@ def test_row_blocks_cover_every_row_once(three_threads, rows, min_rows, expected
     assert _threads.row_blocks(rows, min_rows) == expected
 
 
+@needs_numpy_openblas
 def test_an_error_in_any_block_reaches_the_caller_after_every_block_ends(three_threads):
     done = []
 
@@ -114,6 +133,7 @@ def test_an_error_in_any_block_reaches_the_caller_after_every_block_ends(three_t
     assert sorted(done) == [(0, 4), (8, 13)]
 
 
+@needs_numpy_openblas
 def test_products_in_blocks(three_threads):
     """``matmul`` splits the rows of a large product and gives NumPy's answer."""
     rng = np.random.default_rng(0)
