@@ -2,7 +2,6 @@
 
 All functions are ``@njit`` and work in place on arrays the caller owns.
 """
-from ._blas import gemm
 from ._jit import jit
 
 
@@ -53,23 +52,6 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
                 o1[n] += a10 * wk[n]
     if b2 < B:
         _matmul_add_row(a[b2], w, out[b2, n0:n1], k0, k1, n0, n1)
-
-
-@jit
-def product(a, w, out, k0, k1, n0, n1, accumulate, blas):
-    """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` (``+=`` if ``accumulate``, else
-    ``=``): the per-step product of every time loop, by the BLAS (``blas``, large batches; see
-    :mod:`._blas`) or by :func:`matmul_add` (small batches, where a BLAS call costs more than
-    the product). Rows of every operand must be contiguous."""
-    if blas:
-        gemm(a, w, out, k0, k1, n0, n1, 1.0 if accumulate else 0.0)
-        return
-    if not accumulate:
-        for b in range(out.shape[0]):
-            o = out[b, n0:n1]
-            for n in range(o.shape[0]):
-                o[n] = 0.0
-    matmul_add(a, w, out, k0, k1, n0, n1)
 
 
 @jit

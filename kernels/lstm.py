@@ -36,7 +36,8 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add, product,
+from ._blas import product
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add,
                       step_indices, stream_layout, take_block)
 from ._jit import jit
 

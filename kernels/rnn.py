@@ -19,7 +19,8 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, product, step_indices,
+from ._blas import product
+from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, step_indices,
                       stream_layout, take_block)
 from ._jit import jit
 

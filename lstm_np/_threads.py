@@ -63,6 +63,8 @@ def set_num_threads(n):
                            "BLAS, and NumPy's BLAS here is not the OpenBLAS of NumPy's wheels; "
                            "lstm_np runs on one thread (NumPy's BLAS still uses its threads)")
     with _lock:
+        if n == _num_threads:
+            return
         if _executor is not None:
             _executor.shutdown(wait=True)
         if n > 1 and _num_threads == 1:

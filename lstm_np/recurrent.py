@@ -408,8 +408,7 @@ class Recurrent:
         of the ``batch`` rows (in parallel threads, :func:`lstm_np.set_num_threads`), ``work``
         being one ``(rows, n)`` scratch array per ``n`` in ``scratch``. ``blas``: the per-step
         products by the BLAS, per ``self.kernel``. Where the compiled loop cannot call NumPy's
-        BLAS, the BLAS case runs the Python-stepped ``twin`` (same arguments) instead, in one
-        block."""
+        BLAS, the BLAS case runs the Python-stepped ``twin`` (same arguments) instead."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
         blocks = _threads.row_blocks(batch)
@@ -419,8 +418,8 @@ class Recurrent:
                 rows * self.gate_count * self.hidden_size >= self.blas_threshold
         else:
             blas = self.kernel == "blas"
-        if blas and not _blas.FOUND:                        # pragma: no cover - other BLAS
-            kernel, blocks = twin, [(0, batch)]
+        if blas and not _blas.FOUND:     # one block: set_num_threads refuses n > 1 then
+            kernel = twin
 
         def run(b0, b1):
             kernel(*args, *(np.empty((b1 - b0, n), self.dtype) for n in scratch), blas, b0, b1)

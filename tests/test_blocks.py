@@ -4,7 +4,8 @@ the unrolled loops, sub-blocks of the operands and degenerate shapes."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blocks import add_rows_f64, matmul_add, product
+from lstm_np.kernels._blas import product
+from lstm_np.kernels._blocks import add_rows_f64, matmul_add
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
