@@ -13,7 +13,16 @@ is ever overwritten. Arrays under ``MIN_BYTES`` come from ``np.empty`` (the C li
 those without faults). The pool holds at most ``MAX_POOLED_BYTES``: a new size that does not fit
 first drops the buffers nothing uses (those of shapes no longer run), then, if it still does
 not fit, is served by plain ``np.empty``.
+
+Copies are placed against 4K aliasing (:func:`copy`): a CPU takes a load whose address matches
+an earlier store's in the low 12 bits as depending on it, so a copy whose destination sits a
+few bytes past its source modulo 4096 stalls on every load. Measured here, copying a
+``(100, 8, 64)`` float64 array took 160-200 us with the destination 8, 16 or 24 bytes past the
+source modulo 4096, and 15 us with both at the same offset. The caller's arrays land anywhere,
+so every pooled buffer has ``ALIGN_SLACK`` spare bytes, and a copy starts its view at the
+source's offset modulo 4096.
 """
+import math
 import sys
 import threading
 
@@ -21,6 +30,8 @@ import numpy as np
 
 MIN_BYTES = 1 << 16
 MAX_POOLED_BYTES = 1 << 30
+#: spare bytes at the end of every pooled buffer, room to place a copy (:func:`copy`)
+ALIGN_SLACK = 4096
 
 _lock = threading.Lock()
 _pool = {}                 # nbytes -> [1-D uint8 buffers]
@@ -46,27 +57,49 @@ def _free_index(buffers):
 _FREE_REFS = _refs_when_free()
 
 
-def empty(shape, dtype):
+def empty(shape, dtype, offset_like=None):
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``, as ``np.empty``, from
-    reused memory when it is large enough to matter."""
+    reused memory when it is large enough to matter.
+
+    ``offset_like``: an array whose address modulo 4096 the result's should share (the source
+    or destination of a copy, see the module docstring); ``None``: any address."""
     global _pooled_bytes
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
         buffers = _pool.setdefault(nbytes, [])
         i = _free_index(buffers)
         if i >= 0:
-            return buffers[i].view(dtype).reshape(shape)
-        buffer = np.empty(nbytes, np.uint8)
-        if _pooled_bytes + nbytes > MAX_POOLED_BYTES:
+            return _placed(buffers[i], nbytes, dtype, shape, offset_like)
+        buffer = np.empty(nbytes + ALIGN_SLACK, np.uint8)
+        if _pooled_bytes + buffer.nbytes > MAX_POOLED_BYTES:
             _drop_unused()
             buffers = _pool.setdefault(nbytes, [])     # the empty list may have gone
-        if _pooled_bytes + nbytes <= MAX_POOLED_BYTES:
+        if _pooled_bytes + buffer.nbytes <= MAX_POOLED_BYTES:
             buffers.append(buffer)
-            _pooled_bytes += nbytes
-        return buffer.view(dtype).reshape(shape)
+            _pooled_bytes += buffer.nbytes
+        return _placed(buffer, nbytes, dtype, shape, offset_like)
+
+
+def _placed(buffer, nbytes, dtype, shape, offset_like):
+    """The ``shape`` array of ``dtype`` in ``buffer``, at the offset of ``offset_like`` modulo
+    4096 when that keeps it aligned for ``dtype`` (else at the buffer's start)."""
+    start = 0
+    if offset_like is not None:
+        start = (offset_like.ctypes.data - buffer.ctypes.data) % ALIGN_SLACK
+        if start % dtype.alignment:
+            start = 0
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def copy(a):
+    """A C-contiguous copy of ``a`` in reused memory, placed at ``a``'s offset modulo 4096 (no
+    4K aliasing between the copy's loads and stores)."""
+    out = empty(a.shape, a.dtype, offset_like=a)
+    np.copyto(out, a)
+    return out
 
 
 def _drop_unused():
@@ -75,8 +108,8 @@ def _drop_unused():
     for nbytes in list(_pool):
         buffers = _pool[nbytes]
         while (i := _free_index(buffers)) >= 0:
+            _pooled_bytes -= buffers[i].nbytes
             del buffers[i]
-            _pooled_bytes -= nbytes
         if not buffers:
             del _pool[nbytes]
 

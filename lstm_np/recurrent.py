@@ -33,13 +33,6 @@ from .tape import Gradients, Tape
 _DIRECTION_SUFFIX = ("", "_reverse")
 
 
-def _copy(a):
-    """A C-contiguous copy of ``a`` in reused memory (:mod:`lstm_np._workspace`)."""
-    out = _workspace.empty(a.shape, a.dtype)
-    np.copyto(out, a)
-    return out
-
-
 def _input_projection(x, weight):
     """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
     (the kernels add the biases where they read it)."""
@@ -312,10 +305,10 @@ class Recurrent:
         full_length = not past_end.any()
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
-        layer_in = _copy(x) if training else x
+        layer_in = _workspace.copy(x) if training else x
         for layer in range(self.num_layers):
             inputs.append(layer_in)
-            y = _workspace.empty((T, B, D * P), self.dtype)         # (T, B, D*P)
+            y = None
             for d in range(D):
                 row = layer * D + d
                 w = self._weights(layer, d)
@@ -325,6 +318,8 @@ class Recurrent:
                 else:
                     (out, final), kept = self._infer_direction(w, layer_in, init, lengths,
                                                                bool(d)), None
+                if y is None:                                       # (T, B, D*P)
+                    y = _workspace.empty((T, B, D * P), self.dtype, offset_like=out)
                 y[:, :, d * P:(d + 1) * P] = out
                 for dst, src in zip(finals, final):
                     dst[row] = src
@@ -370,7 +365,7 @@ class Recurrent:
         dstate0 = [np.empty_like(s) for s in dfinal]
         dparams = {}
         dh_rows, dc_rows = [None] * (L * D), [None] * (L * D)
-        dlayer = _copy(dy)                                  # (T, B, D*P), a copy we may edit
+        dlayer = _workspace.copy(dy)                                  # (T, B, D*P), a copy we may edit
         for layer in reversed(range(L)):
             mask = tape.dropout_masks[layer]
             if mask is not None:
