@@ -294,16 +294,16 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
 
 
 @jit
-def gru_stream(x_flat, pack, meta, state, work):
+def gru_stream(x_flat, buffer, meta):
     """One streaming step of a stack of ``L`` unidirectional GRU layers, in place, in one call.
 
-    ``meta`` (int64): ``[L, B, H, reset_after, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per
-    layer ``w_ih_t (I_l, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``, raveled and
-    concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``B * 10H``.
+    ``buffer`` and ``meta`` as :func:`stream_layout` reads them, with the flag ``reset_after``.
+    ``pack``: per layer ``w_ih_t (I_l, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``,
+    raveled and concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``B * 10H``.
     ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
     NaN or Inf.
     """
-    L, B, H, flags, sizes, ones, x = stream_layout(x_flat, meta, 1)
+    L, B, H, flags, sizes, ones, x, pack, state, work = stream_layout(x_flat, buffer, meta, 1)
     if not all_finite(x):
         return False
     reset_after = flags[0] != 0

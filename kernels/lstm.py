@@ -283,18 +283,18 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
 
 
 @jit
-def lstm_stream(x_flat, pack, meta, state, work):
+def lstm_stream(x_flat, buffer, meta):
     """One streaming step of a stack of ``L`` unidirectional LSTM layers, in place, in one call.
 
-    ``meta`` (int64): ``[L, B, H, P, has_proj, I_0 .. I_{L-1}]`` then ``B`` ones (unused here),
-    read by :func:`stream_layout`.
-    ``pack``: per layer ``w_ih_t (I_l, 4H)``, ``w_hh_t (P, 4H)``, ``bias (4H,)``, and
-    ``w_hr_t (H, P)`` with projection, raveled and concatenated. ``state``: per layer ``h (B, P)``
-    then ``c (B, H)``, raveled and concatenated. ``work``: scratch of ``B * 11H``.
+    ``buffer`` and ``meta`` as :func:`stream_layout` reads them, with the flags ``P, has_proj``
+    (the ``B`` ones unused here). ``pack``: per layer ``w_ih_t (I_l, 4H)``, ``w_hh_t (P, 4H)``,
+    ``bias (4H,)``, and ``w_hr_t (H, P)`` with projection, raveled and concatenated. ``state``:
+    per layer ``h (B, P)`` then ``c (B, H)``, raveled and concatenated. ``work``: scratch of
+    ``B * 11H``.
     ``x_flat`` is the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a
     NaN or Inf.
     """
-    L, B, H, flags, sizes, _, x = stream_layout(x_flat, meta, 2)
+    L, B, H, flags, sizes, _, x, pack, state, work = stream_layout(x_flat, buffer, meta, 2)
     if not all_finite(x):
         return False
     P = flags[0]

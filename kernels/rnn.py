@@ -147,15 +147,15 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
 
 
 @jit
-def rnn_stream(x_flat, pack, meta, state, work):
+def rnn_stream(x_flat, buffer, meta):
     """One streaming step of a stack of ``L`` unidirectional RNN layers, in place, in one call.
 
-    ``meta`` (int64): ``[L, B, H, relu, I_0 .. I_{L-1}]`` then ``B`` ones. ``pack``: per layer
-    ``w_ih_t (I_l, H)``, ``w_hh_t (H, H)``, ``bias (H,)``, raveled and concatenated. ``state``:
-    per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. ``x_flat`` is the input ``(B, I_0)``
-    raveled. Returns False, changing nothing, when it has a NaN or Inf.
+    ``buffer`` and ``meta`` as :func:`stream_layout` reads them, with the flag ``relu``.
+    ``pack``: per layer ``w_ih_t (I_l, H)``, ``w_hh_t (H, H)``, ``bias (H,)``, raveled and
+    concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. ``x_flat`` is
+    the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a NaN or Inf.
     """
-    L, B, H, flags, sizes, ones, x = stream_layout(x_flat, meta, 1)
+    L, B, H, flags, sizes, ones, x, pack, state, work = stream_layout(x_flat, buffer, meta, 1)
     if not all_finite(x):
         return False
     relu = flags[0] != 0

@@ -24,8 +24,8 @@ class Stream:
     """Carries the state of ``layer`` for ``batch_size`` rows and steps it one input at a time.
 
     ``layer`` must be unidirectional (a reverse direction needs the whole sequence first).
-    The whole stack steps in one kernel call over three flat arrays (weights, state, scratch)
-    and an int64 layout table, so a step costs little more than the arithmetic.
+    The whole stack steps in one kernel call over one flat array (weights, state, scratch) and
+    an int64 layout table, so a step costs little more than the arithmetic.
     """
 
     def __init__(self, layer, batch_size=1, state=None):
@@ -36,12 +36,15 @@ class Stream:
         self.batch_size = B = _arrays.positive_int(batch_size, "batch_size")
         L = layer.num_layers
         inputs = [layer.input_size] + [layer.output_size] * (L - 1)
-        # the layout table the kernels read with kernels._blocks.stream_layout
-        self._meta = np.array([L, B, layer.hidden_size, *layer.stream_flags(), *inputs]
-                              + [1] * B, dtype=np.int64)
-        self._work = np.empty(B * layer.stream_work_size(), layer.dtype)
         self._sizes = layer.state_sizes()
-        self._state = np.zeros(L * B * sum(self._sizes), layer.dtype)
+        # one flat buffer: packed weights, state, scratch (kernels._blocks.stream_layout)
+        n_pack = sum(np.size(part) for k in range(L) for part in layer.stream_weights(k))
+        n_state = L * B * sum(self._sizes)
+        self._buffer = np.zeros(n_pack + n_state + B * layer.stream_work_size(), layer.dtype)
+        self._pack = self._buffer[:n_pack]
+        self._state = self._buffer[n_pack:n_pack + n_state]
+        self._meta = np.array([L, B, layer.hidden_size, n_pack, n_pack + n_state,
+                               *layer.stream_flags(), *inputs] + [1] * B, dtype=np.int64)
         self._dtype = layer.dtype
         self._expected = (B, layer.input_size)
         self._unbatched_shape = (layer.input_size,) if B == 1 else None
@@ -49,14 +52,14 @@ class Stream:
         self._top = self._state[top:top + B * self._sizes[0]]    # (B*P,) view of the state
         self.refresh()
         self._kernel = compiled_for(layer.stream_kernel, np.zeros(B * layer.input_size, layer.dtype),
-                                    self._pack, self._meta, self._state, self._work)
+                                    self._buffer, self._meta)
         if state is not None:
             self.state = state
 
     def refresh(self):
         """Copy the layer's current parameters into the stream (after training, say)."""
-        self._pack = np.concatenate([np.ravel(part) for k in range(self.layer.num_layers)
-                                     for part in self.layer.stream_weights(k)]).astype(self.layer.dtype)
+        self._pack[...] = np.concatenate([np.ravel(part) for k in range(self.layer.num_layers)
+                                          for part in self.layer.stream_weights(k)])
 
     def _views(self):
         """``[(h, c), ...]`` views into the flat state, one tuple per layer."""
@@ -100,7 +103,9 @@ class Stream:
         ``y (B, P)`` (or ``(P,)``), a new array."""
         if type(x) is np.ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
             if x.shape == self._unbatched_shape:           # the common case: nothing to convert
-                return self._advance(x, x)
+                if self._kernel(x, self._buffer, self._meta):
+                    return self._top.copy()
+                _refuse_non_finite(x, self._dtype)
             if x.shape == self._expected:
                 return self._advance(x.reshape(-1), x).reshape(self._expected[0], -1)
         x_arr = np.asarray(x)
@@ -114,6 +119,12 @@ class Stream:
     def _advance(self, x_flat, x):
         """Run the stack on the checked input ``x_flat`` (``B*I``, C-contiguous, the layer's
         dtype); return the top layer's new ``h`` as a copy ``(B*P,)``."""
-        if not self._kernel(x_flat, self._pack, self._meta, self._state, self._work):
-            _arrays.float_array(x, "step input x", self._dtype)        # raises: non-finite
+        if not self._kernel(x_flat, self._buffer, self._meta):
+            _refuse_non_finite(x, self._dtype)
         return self._top.copy()
+
+
+def _refuse_non_finite(x, dtype):
+    """Raise the error for an input the kernel refused (it has a NaN or Inf; nothing changed)."""
+    _arrays.float_array(x, "step input x", dtype)
+    raise AssertionError("a stream kernel refused a finite input")       # never reached
