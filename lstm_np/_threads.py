@@ -51,7 +51,8 @@ def set_num_threads(n):
     caller until ``set_num_threads(1)`` (see the module docstring). The results are those of one
     thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
     sum differently for a different number of rows); float64 and the small-batch loops are
-    bitwise the same.
+    bitwise the same. It may be called while other threads are inside lstm_np: a call already
+    running finishes its blocks in its own thread where the old pool is gone.
     """
     global _num_threads, _executor, _blas_threads
     cpus = os.cpu_count() or 1
@@ -85,15 +86,28 @@ def row_blocks(rows, min_rows=MIN_ROWS_PER_BLOCK):
 
 def in_blocks(run, blocks):
     """``run(r0, r1)`` for every block: the first in the calling thread, the others in the
-    pool. Waits for every block; then raises the first block's exception, if any."""
+    pool. Waits for every block; then raises the first block's exception, if any.
+
+    A block the pool cannot take (another thread called :func:`set_num_threads` since
+    ``blocks`` were cut, and the pool is gone or shut down) runs in the calling thread: blocks
+    are independent, so the results are the same."""
     if len(blocks) == 1:
         run(*blocks[0])
         return
-    futures = [_executor.submit(run, *block) for block in blocks[1:]]
-    try:
-        run(*blocks[0])
-    finally:
-        errors = [e for e in (f.exception() for f in futures) if e is not None]
+    executor = _executor
+    futures, here = [], [blocks[0]]
+    for block in blocks[1:]:
+        try:
+            futures.append(executor.submit(run, *block))
+        except (AttributeError, RuntimeError):      # no pool (None), or shut down
+            here.append(block)
+    errors = []
+    for block in here:
+        try:
+            run(*block)
+        except Exception as error:                  # every block still runs and is waited for
+            errors.append(error)
+    errors += [e for e in (f.exception() for f in futures) if e is not None]
     if errors:
         raise errors[0]
 

@@ -134,6 +134,61 @@ def test_an_error_in_any_block_reaches_the_caller_after_every_block_ends(three_t
 
 
 @needs_numpy_openblas
+@pytest.mark.parametrize("pool", ["shut down", "gone"])
+def test_blocks_cut_before_the_pool_changed_still_all_run(three_threads, monkeypatch, pool):
+    """Another thread may call ``set_num_threads`` between the cutting of the blocks and their
+    run: the blocks the pool cannot take run in the calling thread, and errors still arrive."""
+    blocks = _threads.row_blocks(13)
+    if pool == "shut down":
+        _threads._executor.shutdown(wait=True)
+    else:
+        monkeypatch.setattr(_threads, "_executor", None)
+    done = []
+    _threads.in_blocks(lambda r0, r1: done.append((r0, r1)), blocks)
+    assert sorted(done) == blocks
+
+    def fail_second(r0, r1):
+        if r0 == 4:
+            raise ArithmeticError("block (4, 8) failed")
+        done.append((r0, r1))
+    done.clear()
+    with pytest.raises(ArithmeticError, match=r"block \(4, 8\) failed"):
+        _threads.in_blocks(fail_second, blocks)
+    assert sorted(done) == [(0, 4), (8, 13)]
+
+
+@needs_numpy_openblas
+def test_layers_stay_right_while_another_thread_changes_the_thread_count(monkeypatch):
+    """A layer called in one thread while another switches between 1 and 3 threads gives the
+    one-thread answer every time (float64: bitwise), and nothing raises."""
+    import threading
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    layer = make_layer("lstm", 3, 6, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 13, 3))
+    expected = layer(x)[0].copy()
+    stop, errors, results = threading.Event(), [], []
+
+    def switch():
+        while not stop.is_set():
+            for n in (3, 1):
+                lstm_np.set_num_threads(n)
+
+    switcher = threading.Thread(target=switch)
+    switcher.start()
+    try:
+        for _ in range(60):
+            try:
+                results.append(np.array_equal(layer(x)[0], expected))
+            except Exception as error:          # collected, to fail with it below
+                errors.append(error)
+    finally:
+        stop.set()
+        switcher.join()
+        lstm_np.set_num_threads(1)
+    assert not errors and all(results)
+
+
+@needs_numpy_openblas
 def test_products_in_blocks(three_threads):
     """``matmul`` splits the rows of a large product and gives NumPy's answer."""
     rng = np.random.default_rng(0)
