@@ -58,12 +58,13 @@ def paired_medians(ours, theirs, repeats, threads=1):
     One thread: timed in alternation (ours, theirs, ours, ...), so that the machine's drifts and
     bursts of load fall on both sides alike.
 
-    Several threads: in blocks (ours x n, theirs x n, ours x n, theirs x n), each block after a
-    pause and an untimed call. Both libraries keep a pool of worker threads that spin for a
-    while after each parallel call (OpenBLAS up to ~0.1 s, torch's OpenMP pool); on two cores,
-    strict alternation times each library against the other's spinning workers, and rows came
-    out 2-10x off what either library does alone. The blocks time each one in its own steady
-    state, as a program using only that library would run.
+    Several threads: in blocks (ours x n, theirs x n, ours x n, ...: four rounds), each block
+    after a pause and an untimed call. Both libraries keep a pool of worker threads that spin
+    for a while after each parallel call (OpenBLAS up to ~0.1 s, torch's OpenMP pool); on two
+    cores, strict alternation times each library against the other's spinning workers, and rows
+    came out 2-10x off what either library does alone. The blocks time each one in its own
+    steady state, as a program using only that library would run. This VM has slow and fast
+    spells of seconds: four rounds (two before) spread both libraries over more of them.
     """
     if threads == 1:
         ours()
@@ -77,7 +78,7 @@ def paired_medians(ours, theirs, repeats, threads=1):
         return statistics.median(t_ours), statistics.median(t_theirs)
     per_block = (repeats + 1) // 2
     t_ours, t_theirs = [], []
-    for _ in range(2):
+    for _ in range(4):
         for fn, times in ((ours, t_ours), (theirs, t_theirs)):
             time.sleep(0.25)            # the other library's idle workers stop spinning
             fn()
@@ -431,9 +432,9 @@ def main(argv=None):
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
              f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch",
-             "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in blocks after a pause "
-             "(each library's idle worker threads spin on the core the other needs; see "
-             "`paired_medians`)",
+             "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in four blocks each "
+             "of half that many runs, after a pause (each library's idle worker threads spin on "
+             "the core the other needs; see `paired_medians`)",
              "- threads: `torch.set_num_threads(n)`, `threadpool_limits(n)` and "
              "`lstm_np.set_num_threads(n)` (with n = 2, lstm_np runs blocks of rows in two threads "
              "and NumPy's BLAS one thread per block)"]
