@@ -318,9 +318,12 @@ class Recurrent:
                 else:
                     (out, final), kept = self._infer_direction(w, layer_in, init, lengths,
                                                                bool(d)), None
-                if y is None:                                       # (T, B, D*P)
-                    y = _workspace.empty((T, B, D * P), self.dtype, offset_like=out)
-                y[:, :, d * P:(d + 1) * P] = out
+                if D == 1 and not training:     # nothing else holds the state sequence
+                    y = out                         # (T, B, P): no copy
+                else:
+                    if y is None:                   # (T, B, D*P)
+                        y = _workspace.empty((T, B, D * P), self.dtype, offset_like=out)
+                    y[:, :, d * P:(d + 1) * P] = out
                 for dst, src in zip(finals, final):
                     dst[row] = src
                 steps.append(kept)
