@@ -38,6 +38,8 @@ import numpy as np
 SHAPES = [(1, 8, 32), (8, 16, 64), (32, 32, 128), (64, 64, 256), (128, 128, 512)]
 STREAM_SHAPES = [(8, 32), (32, 128), (128, 512)]
 T = 100
+#: seconds of untimed calls before each block of timed ones with several threads
+WARM_UP = 0.1
 CELLS = ("lstm", "gru", "rnn")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -59,12 +61,15 @@ def paired_medians(ours, theirs, repeats, threads=1):
     bursts of load fall on both sides alike.
 
     Several threads: in blocks (ours x n, theirs x n, ours x n, ...: four rounds), each block
-    after a pause and an untimed call. Both libraries keep a pool of worker threads that spin
-    for a while after each parallel call (OpenBLAS up to ~0.1 s, torch's OpenMP pool); on two
-    cores, strict alternation times each library against the other's spinning workers, and rows
-    came out 2-10x off what either library does alone. The blocks time each one in its own
-    steady state, as a program using only that library would run. This VM has slow and fast
-    spells of seconds: four rounds (two before) spread both libraries over more of them.
+    after a pause and WARM_UP seconds of untimed calls (at least one). Both libraries keep a
+    pool of worker threads that spin for a while after each parallel call (OpenBLAS up to
+    ~0.1 s, torch's OpenMP pool); on two cores, strict alternation times each library against
+    the other's spinning workers, and rows came out 2-10x off what either library does alone.
+    The blocks time each one in its own steady state, as a program using only that library
+    would run. This VM has slow and fast spells: four rounds (two before) spread both libraries
+    over more of them, and after a pause the first calls may run slow for tens of
+    milliseconds (seen: lstm_np's two-thread inference at (32, 32, 128) at 16-19 ms for its
+    first four calls after a torch block, 9 ms after), which one untimed call did not cover.
     """
     if threads == 1:
         ours()
@@ -81,7 +86,10 @@ def paired_medians(ours, theirs, repeats, threads=1):
     for _ in range(4):
         for fn, times in ((ours, t_ours), (theirs, t_theirs)):
             time.sleep(0.25)            # the other library's idle workers stop spinning
+            warm_until = time.perf_counter() + WARM_UP
             fn()
+            while time.perf_counter() < warm_until:
+                fn()
             for _ in range(per_block):
                 start = time.perf_counter()
                 fn()
@@ -433,8 +441,9 @@ def main(argv=None):
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
              f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch",
              "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in four blocks each "
-             "of half that many runs, after a pause (each library's idle worker threads spin on "
-             "the core the other needs; see `paired_medians`)",
+             f"of half that many runs, after a pause and {WARM_UP} s of untimed calls (each "
+             "library's idle worker threads spin on the core the other needs; see "
+             "`paired_medians`)",
              "- threads: `torch.set_num_threads(n)`, `threadpool_limits(n)` and "
              "`lstm_np.set_num_threads(n)` (with n = 2, lstm_np runs blocks of rows in two threads "
              "and NumPy's BLAS one thread per block)"]
