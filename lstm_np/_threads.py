@@ -102,12 +102,14 @@ def in_blocks(run, blocks):
         except (AttributeError, RuntimeError):      # no pool (None), or shut down
             here.append(block)
     errors = []
-    for block in here:
-        try:
-            run(*block)
-        except Exception as error:                  # every block still runs and is waited for
-            errors.append(error)
-    errors += [e for e in (f.exception() for f in futures) if e is not None]
+    try:
+        for block in here:
+            try:
+                run(*block)
+            except Exception as error:              # the other blocks still run
+                errors.append(error)
+    finally:                                        # the pool's blocks end before we return
+        errors += [e for e in (f.exception() for f in futures) if e is not None]
     if errors:
         raise errors[0]
 
