@@ -10,7 +10,7 @@ NumPy's wheels carry OpenBLAS built with 64-bit integers and a ``scipy_`` prefix
 ``cblas_sgemm``/``cblas_dgemm`` are looked up once here (``ctypes``) and registered with LLVM
 under fixed names, so a compiled kernel (cached on disk) calls them by name and finds them in
 every process. Where NumPy's BLAS is another library, ``FOUND`` is False, the names point at
-the kernels' own :func:`~._blocks.matmul_add` (so the kernels still link) and the layers step
+the kernels' own :func:`~._blocks.matmul_into` (so the kernels still link) and the layers step
 their products in Python (the ``*_blas`` twins) instead.
 """
 import ctypes
@@ -22,7 +22,7 @@ from llvmlite import binding as _llvm
 from numba import carray, types
 from numba.extending import overload, register_jitable
 
-from ._blocks import matmul_add
+from ._blocks import matmul_into
 from ._jit import jit
 
 _PREFIX = "lstm_np_blas_"
@@ -53,15 +53,11 @@ def _gemm_signature(t):
 
 
 def _loop_gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
-    """Row-major, no-transpose ``C = A B + beta C`` by :func:`~._blocks.matmul_add` (``alpha``
-    is 1 in every call of :func:`gemm`). Where no BLAS was found the layers do not call it; it
-    only lets the kernels link."""
-    out = carray(C, (M, ldc))
-    if beta == 0.0:
-        for i in range(M):
-            for j in range(N):
-                out[i, j] = 0.0
-    matmul_add(carray(A, (M, lda)), carray(B, (K, ldb)), out, 0, K, 0, N)
+    """Row-major, no-transpose ``C = A B + beta C`` by :func:`~._blocks.matmul_into` (``alpha``
+    is 1 and ``beta`` 0 or 1 in every call of :func:`gemm`). Where no BLAS was found the layers
+    do not call it; it only lets the kernels link."""
+    matmul_into(carray(A, (M, lda)), carray(B, (K, ldb)), carray(C, (M, ldc)), 0, K, 0, N,
+                beta != 0.0)
 
 
 _lib = _numpy_openblas()
@@ -133,14 +129,9 @@ def _leading(x):
 def product(a, w, out, k0, k1, n0, n1, accumulate, blas):
     """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` (``+=`` if ``accumulate``, else
     ``=``): the per-step product of every time loop, by the BLAS (``blas``, large batches;
-    :func:`gemm`) or by :func:`~._blocks.matmul_add` (small batches, where a BLAS call costs
+    :func:`gemm`) or by :func:`~._blocks.matmul_into` (small batches, where a BLAS call costs
     more than the product). Rows of every operand must be contiguous."""
     if blas:
         gemm(a, w, out, k0, k1, n0, n1, 1.0 if accumulate else 0.0)
-        return
-    if not accumulate:
-        for b in range(out.shape[0]):
-            o = out[b, n0:n1]
-            for n in range(o.shape[0]):
-                o[n] = 0.0
-    matmul_add(a, w, out, k0, k1, n0, n1)
+    else:
+        matmul_into(a, w, out, k0, k1, n0, n1, accumulate)

@@ -55,6 +55,18 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
 
 
 @jit
+def matmul_into(a, w, out, k0, k1, n0, n1, accumulate):
+    """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]``: :func:`matmul_add` onto what
+    ``out`` holds if ``accumulate``, else onto zeros."""
+    if not accumulate:
+        for b in range(out.shape[0]):
+            o = out[b, n0:n1]
+            for n in range(o.shape[0]):
+                o[n] = 0.0
+    matmul_add(a, w, out, k0, k1, n0, n1)
+
+
+@jit
 def _matmul_add_row(a_b, w, o, k0, k1, n0, n1):
     """One row of :func:`matmul_add`: ``o += a_b[k0:k1] @ w[k0:k1, n0:n1]``, four rows of ``w``
     per pass over ``o`` (one load and store of ``o`` per four multiply-adds)."""

@@ -35,8 +35,8 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import product
-from ._blocks import (add_into, all_finite, copy_into, matmul_add, step_indices,
-                      stream_layout, take_block)
+from ._blocks import (add_into, all_finite, copy_into, matmul_add, matmul_into,
+                      step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -282,10 +282,9 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
     gates = work[B * 6 * H:B * 9 * H].reshape((B, 3 * H))
     hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
-    xw[:, :] = 0.0
     for b in range(B):
         copy_into(hw[b], b_hh)
-    matmul_add(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H)
+    matmul_into(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H, False)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
     gru_gates_rz(xw, b_ih, hw, h, reset_after, 0, ones, gates, hn)
     if not reset_after:

@@ -38,7 +38,7 @@ import numpy as np
 from ._activations import sigmoid, tanh
 from ._blas import product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add,
-                      step_indices, stream_layout, take_block)
+                      matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -275,8 +275,7 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
         lstm_cell_row(a[b], c[b], gates[b], c_next[b], tanh_c[b], m[b])
         copy_into(c[b], c_next[b])
     if has_proj:
-        h[:, :] = 0.0
-        matmul_add(m, w_hr_t, h, 0, H, 0, P)
+        matmul_into(m, w_hr_t, h, 0, H, 0, P, False)
     else:
         for b in range(B):
             copy_into(h[b], m[b])

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._activations import tanh
 from ._blas import product
-from ._blocks import (add_into, all_finite, carry_past_end, matmul_add, step_indices,
+from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit
 
@@ -139,10 +139,8 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     B, H = h.shape
     a = work[:B * H].reshape((B, H))
     xa = work[B * H:2 * B * H].reshape((B, H))
-    a[:, :] = 0.0
-    xa[:, :] = 0.0
-    matmul_add(x, w_ih_t, xa, 0, x.shape[1], 0, H)
-    matmul_add(h, w_hh_t, a, 0, H, 0, H)
+    matmul_into(x, w_ih_t, xa, 0, x.shape[1], 0, H, False)
+    matmul_into(h, w_hh_t, a, 0, H, 0, H, False)
     rnn_cell(a, xa, bias, relu, 0, ones, h)
 
 

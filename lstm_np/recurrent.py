@@ -33,12 +33,18 @@ from .tape import Gradients, Tape
 _DIRECTION_SUFFIX = ("", "_reverse")
 
 
+def _steps_matmul(a, b):
+    """``a @ b`` for ``a (T, B, K)``, ``b (K, N)``: ``(T, B, N)`` in reused memory, one GEMM
+    over all ``T * B`` rows (in blocks of rows, :func:`lstm_np._threads.matmul`)."""
+    T, B, K = a.shape
+    out = _workspace.empty((T * B, b.shape[1]), a.dtype)
+    return _threads.matmul(a.reshape(T * B, K), b, out).reshape(T, B, b.shape[1])
+
+
 def _input_projection(x, weight):
     """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
     (the kernels add the biases where they read it)."""
-    T, B, I = x.shape
-    out = _workspace.empty((T * B, weight.shape[0]), x.dtype)
-    return _threads.matmul(x.reshape(T * B, I), weight.T, out).reshape(T, B, weight.shape[0])
+    return _steps_matmul(x, weight.T)
 
 
 _CHUNK_ROWS = 128
@@ -100,9 +106,7 @@ def _sum_rows(dz):
 
 def _backprop_input(dz, weight):
     """``dz W`` for ``dz (T, B, G)``, ``weight (G, I)``: ``(T, B, I)``."""
-    T, B, G = dz.shape
-    out = _workspace.empty((T * B, weight.shape[1]), dz.dtype)
-    return _threads.matmul(dz.reshape(T * B, G), weight, out).reshape(T, B, weight.shape[1])
+    return _steps_matmul(dz, weight)
 
 
 class Recurrent:
@@ -368,7 +372,7 @@ class Recurrent:
         dstate0 = [np.empty_like(s) for s in dfinal]
         dparams = {}
         dh_rows, dc_rows = [None] * (L * D), [None] * (L * D)
-        dlayer = _workspace.copy(dy)                                  # (T, B, D*P), a copy we may edit
+        dlayer = _workspace.copy(dy)                        # (T, B, D*P), a copy we may edit
         for layer in reversed(range(L)):
             mask = tape.dropout_masks[layer]
             if mask is not None:

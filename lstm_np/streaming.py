@@ -103,9 +103,7 @@ class Stream:
         ``y (B, P)`` (or ``(P,)``), a new array."""
         if type(x) is np.ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
             if x.shape == self._unbatched_shape:           # the common case: nothing to convert
-                if self._kernel(x, self._buffer, self._meta):
-                    return self._top.copy()
-                _refuse_non_finite(x, self._dtype)
+                return self._advance(x, x)
             if x.shape == self._expected:
                 return self._advance(x.reshape(-1), x).reshape(self._expected[0], -1)
         x_arr = np.asarray(x)
@@ -120,11 +118,5 @@ class Stream:
         """Run the stack on the checked input ``x_flat`` (``B*I``, C-contiguous, the layer's
         dtype); return the top layer's new ``h`` as a copy ``(B*P,)``."""
         if not self._kernel(x_flat, self._buffer, self._meta):
-            _refuse_non_finite(x, self._dtype)
+            _arrays.float_array(x, "step input x", self._dtype)        # raises: non-finite
         return self._top.copy()
-
-
-def _refuse_non_finite(x, dtype):
-    """Raise the error for an input the kernel refused (it has a NaN or Inf; nothing changed)."""
-    _arrays.float_array(x, "step input x", dtype)
-    raise AssertionError("a stream kernel refused a finite input")       # never reached
