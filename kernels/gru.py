@@ -34,7 +34,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import product
+from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, copy_into, matmul_add, matmul_into,
                       step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -121,6 +121,8 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
     H = G // 3
     rz_end = 3 * H if reset_after else 2 * H
     lens = lengths[b0:b1]
+    rz = prepare(w_hh_t, 0, H, 0, rz_end, blas)
+    nn = prepare(w_hh_t, 0, H, 2 * H, 3 * H, blas or reset_after)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
@@ -129,10 +131,10 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
         hn_t = hn[t, b0:b1]
         for b in range(hw.shape[0]):
             copy_into(hw[b], b_hh)
-        product(h_prev, w_hh_t, hw, 0, H, 0, rz_end, True, blas)
+        product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, True, blas)
         gru_gates_rz(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
-            product(hn_t, w_hh_t, hw, 0, H, 2 * H, 3 * H, True, blas)
+            product(hn_t, w_hh_t, nn, hw, 0, H, 2 * H, 3 * H, True, blas)
         gru_candidate(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
@@ -233,6 +235,8 @@ def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
     rz_end = 3 * H if reset_after else 2 * H
     lens = lengths[b0:b1]
     dh_b = dh[b0:b1]
+    rz = prepare(w_hh, 0, rz_end, 0, H, blas)
+    nn = prepare(w_hh, 2 * H, 3 * H, 0, H, blas or reset_after)
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
         dh_t = dh_steps[t, b0:b1]
@@ -243,9 +247,9 @@ def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
         add_into(dh_t, dh_b, dy[t, b0:b1])
         gru_cell_backward(dh_t, g_t, h_prev, hn[t, b0:b1], reset_after, t, lens, dxw_t, dhw_t)
         if not reset_after:
-            product(dhw_t, w_hh, drh, 2 * H, 3 * H, 0, H, False, blas)
+            product(dhw_t, w_hh, nn, drh, 2 * H, 3 * H, 0, H, False, blas)
         gru_reset_backward(dh_t, drh, g_t, h_prev, reset_after, t, lens, dxw_t, dhw_t, dh_b)
-        product(dhw_t, w_hh, dh_b, 0, rz_end, 0, H, True, blas)
+        product(dhw_t, w_hh, rz, dh_b, 0, rz_end, 0, H, True, blas)
 
 
 def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,

@@ -36,7 +36,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import product
+from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add,
                       matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -149,7 +149,7 @@ def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch for the block:
     ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``. ``blas``: each step's products by the BLAS, else
-    by :func:`matmul_add` (:func:`product`).
+    by register tiles (:func:`product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
     ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
@@ -159,17 +159,20 @@ def lstm_forward(xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
     """
     T = xw.shape[0]
     lens = lengths[b0:b1]
+    P, G = w_hh_t.shape
+    hh = prepare(w_hh_t, 0, P, 0, G, blas)
+    hr = prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        product(h_prev, w_hh_t, a, 0, w_hh_t.shape[0], 0, a.shape[1], False, blas)
+        product(h_prev, w_hh_t, hh, a, 0, P, 0, G, False, blas)
         out = m if has_proj else h_next
         lstm_cell(a, xw[t, b0:b1], bias, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
         if has_proj:
-            product(m, w_hr_t, h_next, 0, m.shape[1], 0, w_hr_t.shape[1], False, blas)
+            product(m, w_hr_t, hr, h_next, 0, m.shape[1], 0, P, False, blas)
         carry_past_end(t, lens, h_prev, h_next)
 
 
@@ -210,6 +213,9 @@ def lstm_backward(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, rever
     """
     T = dy.shape[0]
     lens = lengths[b0:b1]
+    G, P = w_hh.shape
+    hh = prepare(w_hh, 0, G, 0, P, blas)
+    hr = prepare(w_hr, 0, P, 0, dm.shape[1], blas or not has_proj)
     dh_b = dh[b0:b1]
     dc_b = dc[b0:b1]
     for s in range(T):
@@ -218,13 +224,13 @@ def lstm_backward(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, rever
         da_t = da[t, b0:b1]
         add_into(dh_t, dh_b, dy[t, b0:b1])
         if has_proj:
-            product(dh_t, w_hr, dm, 0, dh_t.shape[1], 0, dm.shape[1], False, blas)
+            product(dh_t, w_hr, hr, dm, 0, P, 0, dm.shape[1], False, blas)
             lstm_cell_backward(dm, dc_b, gates[t, b0:b1], c_seq[p, b0:b1], tanh_c[t, b0:b1], t,
                                lens, da_t, dc_steps[t, b0:b1])
         else:
             lstm_cell_backward(dh_t, dc_b, gates[t, b0:b1], c_seq[p, b0:b1], tanh_c[t, b0:b1],
                                t, lens, da_t, dc_steps[t, b0:b1])
-        product(da_t, w_hh, dh_b, 0, w_hh.shape[0], 0, dh_b.shape[1], False, blas)
+        product(da_t, w_hh, hh, dh_b, 0, G, 0, P, False, blas)
         carry_past_end(t, lens, dh_t, dh_b)
 
 

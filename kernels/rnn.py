@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blas import product
+from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit
@@ -53,11 +53,12 @@ def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1
     Scratch ``a (b1 - b0, H)``. ``blas``: each step's product by the BLAS (:func:`product`)."""
     T, B, H = xw.shape
     lens = lengths[b0:b1]
+    hh = prepare(w_hh_t, 0, H, 0, H, blas)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        product(h_prev, w_hh_t, a, 0, H, 0, H, False, blas)
+        product(h_prev, w_hh_t, hh, a, 0, H, 0, H, False, blas)
         rnn_cell(a, xw[t, b0:b1], bias, relu, t, lens, h_next)
         carry_past_end(t, lens, h_prev, h_next)
 
@@ -103,6 +104,7 @@ def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas
     ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
     T, B, H = dy.shape
     lens = lengths[b0:b1]
+    hh = prepare(w_hh, 0, H, 0, H, blas)
     dh_b = dh[b0:b1]
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
@@ -110,7 +112,7 @@ def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas
         da_t = da[t, b0:b1]
         add_into(dh_t, dh_b, dy[t, b0:b1])
         rnn_cell_backward(dh_t, h_seq[q, b0:b1], relu, t, lens, da_t)
-        product(da_t, w_hh, dh_b, 0, H, 0, H, False, blas)
+        product(da_t, w_hh, hh, dh_b, 0, H, 0, H, False, blas)
         carry_past_end(t, lens, dh_t, dh_b)
 
 

@@ -118,18 +118,17 @@ class Recurrent:
 
     gate_count = 1
     state_names = ("h",)
-    #: how each step's products are done: ``"loop"`` (the kernel's own loops, best for few rows),
-    #: ``"blas"`` (NumPy's BLAS, called from the same compiled time loop; best for many rows) or
-    #: ``"auto"`` (chosen per call from the rows of a block, see below). The gate math is the same.
+    #: how each step's products are done: ``"loop"`` (the kernels' own register tiles over
+    #: weights packed once per call, best up to a few dozen rows), ``"blas"`` (NumPy's BLAS,
+    #: called from the same compiled time loop) or ``"auto"`` (chosen per call from the rows of
+    #: a block, see below). The gate math is the same.
     kernel = "auto"
     #: ``"auto"`` picks ``"blas"`` when a block (the batch, or one thread's rows of it) has at
-    #: least ``blas_min_rows`` rows and ``rows * G * H`` (its gate block) reaches
-    #: ``blas_threshold``. Measured here (1 thread, T = 100, all three cells, both dtypes): the
-    #: BLAS is 2-3x slower for 1-2 rows at any ``H`` (a one-row product is a matrix-vector
-    #: product, which the kernel's loops do well), about even at 8 rows and ``G * H = 256``,
-    #: and 10-25 % faster from ``rows * G * H = 2048`` with 8 rows or more.
-    blas_min_rows = 8
-    blas_threshold = 2048
+    #: least ``blas_min_rows`` rows. Measured here (T = 100, all three cells, both dtypes, best of
+    #: two medians, time with the tiles / time with the BLAS): 0.61-0.97 for inference and
+    #: 0.68-0.98 for training with 1-32 rows (one exception each way, 1.04 and 1.15); 0.85-1.36
+    #: with 64 and 128 rows, where the BLAS's larger blocks win most rows.
+    blas_min_rows = 64
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
@@ -416,8 +415,7 @@ class Recurrent:
         blocks = _threads.row_blocks(batch)
         rows = min(b1 - b0 for b0, b1 in blocks)
         if self.kernel == "auto":
-            blas = rows >= self.blas_min_rows and \
-                rows * self.gate_count * self.hidden_size >= self.blas_threshold
+            blas = rows >= self.blas_min_rows
         else:
             blas = self.kernel == "blas"
         if blas and not _blas.FOUND:     # one block: set_num_threads refuses n > 1 then

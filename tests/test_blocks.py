@@ -1,11 +1,13 @@
-"""The kernels' products (``matmul_add``, their own loops; ``product``, which also calls NumPy's
-BLAS from compiled code) and float64 row sums, against float64 NumPy, over every remainder of
+"""The kernels' products (``matmul_add``, their own loops; ``panel_matmul``, the register tiles
+of the time loops; ``product``, which also calls NumPy's BLAS from compiled code) and float64 row
+sums, against float64 NumPy, over every remainder of
 the unrolled loops, sub-blocks of the operands and degenerate shapes."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blas import product
+from lstm_np.kernels._blas import prepare, product
 from lstm_np.kernels._blocks import add_rows_f64, matmul_add
+from lstm_np.kernels._tiles import DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -30,6 +32,76 @@ def test_matmul_add_ranges(dtype, B, K):
     untouched = np.ones(33, bool)
     untouched[n0:n1] = False
     assert np.array_equal(out[:, untouched], expected[:, untouched].astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_panels_layout(dtype):
+    """Panel ``p`` holds columns ``n0 + p NT ..`` of the block, rows ``k0 .. k1``, and zeros past
+    the block's last column."""
+    nt = panel_width(np.dtype(dtype).itemsize)
+    assert nt * np.dtype(dtype).itemsize == 96
+    w = np.arange(9 * 70, dtype=dtype).reshape(9, 70)
+    k0, k1, n0, n1 = 2, 7, 3, 3 + 2 * nt + 5
+    panels = pack_panels(w, k0, k1, n0, n1)
+    assert panels.shape == (3, k1 - k0, nt)
+    joined = panels.transpose(1, 0, 2).reshape(k1 - k0, 3 * nt)
+    assert np.array_equal(joined[:, :n1 - n0], w[k0:k1, n0:n1])
+    assert not joined[:, n1 - n0:].any()
+
+
+# rows: blocks of ROWS and single rows; K: one pass, a pass boundary, several; N: a panel, a
+# short last panel, one-row spans of SPANS panels with and without a remainder
+PANEL_SHAPES = [(1, 1, 1), (1, 7, 3), (3, 5, 25), (ROWS, 1, 24), (ROWS + 1, 9, 30),
+                (2 * ROWS + 1, DEPTH + 3, SPANS * 24 + 5), (ROWS, 2 * DEPTH + 1, 13),
+                (1, DEPTH, SPANS * 12), (ROWS + 3, 0, 10), (6, 40, 0)]
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panel_matmul(dtype, accumulate):
+    """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` through packed panels, against
+    float64 NumPy; without ``accumulate`` the old ``out`` (NaN) is never read; columns outside
+    ``n0:n1`` are untouched."""
+    rng = np.random.default_rng(7)
+    for B, K, N in PANEL_SHAPES:
+        k0, n0 = 3, 2
+        a = rng.standard_normal((B, k0 + K + 2)).astype(dtype)
+        w = rng.standard_normal((k0 + K + 1, n0 + N + 3)).astype(dtype)
+        out = rng.standard_normal((B, n0 + N + 3)).astype(dtype)
+        if not accumulate:
+            out[:, n0:n0 + N] = np.nan
+        expected = out.astype(np.float64)
+        block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
+        expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
+        panel_matmul(a, k0, pack_panels(w, k0, k0 + K, n0, n0 + N), out, n0, n0 + N, accumulate)
+        scale = 1.0 + np.abs(expected)
+        scale[:, n0:n0 + N] += np.abs(a[:, k0:k0 + K]).astype(np.float64) \
+            @ np.abs(w[k0:k0 + K, n0:n0 + N])
+        assert np.all(np.abs(out - expected) <= TOLERANCE[dtype] * max(K, 1) * scale), (B, K, N)
+        outside = np.ones(out.shape[1], bool)
+        outside[n0:n0 + N] = False
+        assert np.array_equal(out[:, outside], expected[:, outside].astype(dtype)), (B, K, N)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
+    """A row's result is bitwise the same whether it falls in a block of ``ROWS`` rows or is
+    left over, and whatever the batch: each entry is one chain of multiply-adds in ``k`` order
+    (the threads' blocks of rows rely on this)."""
+    rng = np.random.default_rng(1)
+    K, N = DEPTH + 37, SPANS * 24 + 7
+    a = rng.standard_normal((2 * ROWS + 1, K)).astype(dtype)
+    w = rng.standard_normal((K, N)).astype(dtype)
+    panels = pack_panels(w, 0, K, 0, N)
+    whole = np.empty((a.shape[0], N), dtype)
+    panel_matmul(a, 0, panels, whole, 0, N, False)
+    for b in range(a.shape[0]):
+        alone = np.empty((1, N), dtype)
+        panel_matmul(a[b:b + 1], 0, panels, alone, 0, N, False)
+        assert np.array_equal(alone[0], whole[b]), b
+    shifted = np.empty((ROWS, N), dtype)
+    panel_matmul(a[1:1 + ROWS], 0, panels, shifted, 0, N, False)
+    assert np.array_equal(shifted, whole[1:1 + ROWS])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -61,7 +133,8 @@ def test_product(blas, accumulate, dtype, M, K, N):
     expected = out.astype(np.float64)
     block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
     expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
-    product(a, w, out, k0, k0 + K, n0, n0 + N, accumulate, blas)
+    product(a, w, prepare(w, k0, k0 + K, n0, n0 + N, blas), out, k0, k0 + K, n0, n0 + N,
+            accumulate, blas)
     assert np.allclose(out, expected, rtol=50 * TOLERANCE[dtype], atol=50 * K * TOLERANCE[dtype])
     outside = np.ones(out.shape[1], bool)
     outside[n0:n0 + N] = False
@@ -77,5 +150,5 @@ def test_gemm_single_row_with_any_stride(dtype):
     assert w.strides[0] != 3 * w.itemsize
     a = np.full((2, 1), 2.0, dtype)
     out = np.full((2, 3), np.nan, dtype)
-    product(a, w, out, 0, 1, 0, 3, False, True)
+    product(a, w, prepare(w, 0, 1, 0, 3, True), out, 0, 1, 0, 3, False, True)
     assert np.array_equal(out, np.array([[2.0, 4.0, 6.0]] * 2, dtype))

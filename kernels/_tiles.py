@@ -1,0 +1,259 @@
+r"""The per-step product of the time loops without the BLAS: a register-tiled matrix product.
+
+``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` for one step's ``a (B, K)`` (``B`` a block
+of batch rows) against weights ``w`` that stay the same for all ``T`` steps. So the weights are
+repacked once per time loop (:func:`pack_panels`): cut into panels of ``NT`` columns, each panel
+``(K, NT)`` contiguous and the last one padded with zeros. Each step then runs
+:func:`panel_matmul`, which computes ``ROWS x NT`` blocks of ``out`` in ``ROWS * VECTORS`` SIMD
+registers while it walks down one panel: per ``k``, ``VECTORS`` loads of the panel, ``ROWS``
+broadcasts of ``a`` and ``ROWS * VECTORS`` fused multiply-adds, and no load or store of ``out``.
+
+Why not the loops LLVM vectorises (:func:`~._blocks.matmul_add`): those keep ``out`` in memory,
+one load and store per row of ``w``, and reach 30-45 % of the FMA peak at ``B = 8``. Why not the
+BLAS: it packs ``w`` again on every call, which at few rows costs as much as the product. Why
+the panels: walking down a column block of the plain ``(K, N)`` weights jumps ``N * itemsize``
+bytes per ``k``; at ``N * itemsize = 2-4 KiB`` every row lands in the same cache set and on a
+new page (float64 at ``(32, 128, 512)`` fell from 22 to 12 GFLOP/s unpacked).
+
+Measured here against ``matmul_add`` (1 thread, GFLOP/s, float32 / float64): ``(B, K, N) =
+(8, 64, 256)`` 36 -> 81 / 26 -> 38; ``(8, 256, 64)`` 39 -> 89 / 18 -> 44; ``(32, 128, 512)``
+42 -> 78 / 22 -> 44; ``(64, 256, 1024)`` 32 -> 70 / 19 -> 34. NumPy's own matmul peaks at
+about 69 / 31 on this machine.
+
+Arithmetic: every entry of ``out`` is one chain of fused multiply-adds in the order
+``k = k0, k0 + 1, ..`` starting from ``out`` (``accumulate``) or from zero, the same in every
+tile, row and column, whatever the vector width: results do not depend on the batch size, the
+block of rows, or where a column falls in a panel.
+
+The tile is written in LLVM IR (:func:`_tile_kernel`): Numba keeps scalar accumulators in
+memory-free registers but does not turn them into vectors (its SLP vectoriser is off). Run as
+plain Python (``NUMBA_DISABLE_JIT=1``) a tile is NumPy, one ``k`` at a time, with the same order
+(but no fused multiply-adds).
+"""
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from ._jit import jit
+
+#: bytes in one SIMD register the tiles are written for (AVX2; LLVM splits them on SSE machines)
+VECTOR_BYTES = 32
+#: rows of ``out`` per tile and registers per row: 12 accumulators hide the FMA latency
+#: (4-5 cycles, 2 per cycle) and leave room for the panel's and ``a``'s values
+ROWS, VECTORS = 4, 3
+#: panels side by side in a one-row tile (4 x 3 = 12 accumulators again)
+SPANS = 4
+#: rows of a panel per pass: 128 x NT elements are 12 KiB in either dtype, so a panel's block
+#: stays in the 32 KiB L1 while the blocks of rows go by (a whole panel at K = 256 did not: 15-20 %
+#: slower than the BLAS there). Each entry's chain of multiply-adds just continues in the next
+#: pass, from the value stored in ``out``: the same arithmetic as one pass.
+DEPTH = 128
+
+
+@jit
+def panel_width(itemsize):
+    """Columns in one panel for elements of ``itemsize`` bytes (float32 24, float64 12)."""
+    return VECTORS * VECTOR_BYTES // itemsize
+
+
+@jit
+def pack_panels(w, k0, k1, n0, n1):
+    """``w[k0:k1, n0:n1]`` as ``(P, K, NT)`` panels, ``P = ceil((n1 - n0) / NT)``: panel ``p``
+    holds columns ``n0 + p NT ..`` with zeros past ``n1``."""
+    nt = panel_width(w.itemsize)
+    n = max(n1 - n0, 0)
+    K = max(k1 - k0, 0)
+    panels = np.zeros(((n + nt - 1) // nt, K, nt), w.dtype)
+    for p in range(panels.shape[0]):
+        c0 = n0 + p * nt
+        width = min(nt, n1 - c0)
+        for k in range(K):
+            src = w[k0 + k, c0:c0 + width]
+            dst = panels[p, k]
+            for j in range(width):
+                dst[j] = src[j]
+    return panels
+
+
+@jit
+def panel_matmul(a, k0, panels, out, n0, n1, accumulate):
+    """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``panels = pack_panels(W, .., n0, n1)``
+    (``K`` its second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a`` and ``out`` must
+    be contiguous.
+
+    Blocks of :data:`ROWS` rows take one panel per tile. A row left over takes :data:`SPANS`
+    panels per tile (one row against one panel would give three accumulators, too few to hide
+    the FMA latency). A last panel narrower than ``NT`` goes through a small scratch block (a
+    tile reads and writes ``NT`` columns)."""
+    B = a.shape[0]
+    K, nt = panels.shape[1], panels.shape[2]
+    full_rows = B - B % ROWS
+    full_panels = (n1 - n0) // nt
+    scratch = np.zeros((ROWS, nt), out.dtype)
+    if K == 0 and not accumulate:
+        for b in range(B):
+            o = out[b, n0:n1]
+            for j in range(o.shape[0]):
+                o[j] = 0.0
+    for kb in range(0, K, DEPTH):
+        ke = min(K, kb + DEPTH)
+        onto = accumulate or kb > 0
+        for p in range(panels.shape[0]):
+            for b in range(0, full_rows, ROWS):
+                _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, onto, scratch, ROWS)
+        for b in range(full_rows, B):
+            p = 0
+            while p + SPANS <= full_panels:
+                _tile_row_spans(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
+                p += SPANS
+            for q in range(p, panels.shape[0]):
+                _tile_block(a, b, k0, panels, q, kb, ke, out, n0, n1, onto, scratch, 1)
+
+
+@jit
+def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, rows):
+    """The tile of panel ``p``, its rows ``kb .. ke - 1``, for ``rows`` (:data:`ROWS` or 1) rows
+    from ``b``; through ``scratch`` when the panel is the last and narrower than ``NT``."""
+    nt = panels.shape[2]
+    c = n0 + p * nt
+    width = min(nt, n1 - c)
+    if width == nt:
+        _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
+        return
+    for r in range(rows):
+        s = scratch[r]
+        o = out[b + r, c:c + width]
+        for j in range(width):
+            s[j] = o[j]
+    _tile(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate, rows)
+    for r in range(rows):
+        s = scratch[r]
+        o = out[b + r, c:c + width]
+        for j in range(width):
+            o[j] = s[j]
+
+
+@jit
+def _tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows):
+    """A one-panel tile of ``rows`` (:data:`ROWS` or 1) rows, chosen at run time."""
+    if rows == ROWS:
+        _tile_rows(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+    else:
+        _tile_row(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+
+
+def _python_tile(rows, spans):
+    """The tile as NumPy (for ``NUMBA_DISABLE_JIT=1``), one ``k`` at a time so that every entry
+    is still one chain in ``k`` order (multiply, then add: no fused multiply-add here)."""
+    def tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
+        nt = panels.shape[2]
+        o = out[orow:orow + rows, ocol:ocol + spans * nt]
+        if not accumulate:
+            o[...] = 0.0
+        for k in range(kb, ke):
+            o += a[arow:arow + rows, acol + k, None] * panels[p:p + spans, k].reshape(-1)
+    return tile
+
+
+def _tile_kernel(rows, spans):
+    """An intrinsic ``tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)``:
+    ``out[orow:orow + rows, ocol:ocol + spans NT] (+)= a[arow:arow + rows, acol + kb:acol + ke]
+    @ W[kb:ke]`` with ``W`` the ``spans`` panels ``panels[p:p + spans]`` side by side
+    (``panels (P, K, NT)`` C-contiguous), in ``rows x spans x VECTORS`` vector accumulators.
+
+    The IR: load (or zero) the accumulators, loop over ``k`` (broadcast ``a[r, acol + k]``, load
+    the panels' row ``k``, one ``llvm.fma`` per accumulator), store. Nothing is checked: the
+    callers keep every index in range."""
+    @intrinsic
+    def tile(typingctx, a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
+        def codegen(context, builder, signature, args):
+            a_ty, p_ty, o_ty = signature.args[0], signature.args[3], signature.args[7]
+            arow_, acol_, p_, kb_, ke_, orow_, ocol_ = (
+                context.cast(builder, args[i], signature.args[i], types.intp)
+                for i in (1, 2, 4, 5, 6, 8, 9))
+            acc_flag = context.cast(builder, args[10], signature.args[10], types.boolean)
+            A = context.make_array(a_ty)(context, builder, args[0])
+            P = context.make_array(p_ty)(context, builder, args[3])
+            O = context.make_array(o_ty)(context, builder, args[7])
+            fty = context.get_value_type(a_ty.dtype)
+            size = context.get_abi_sizeof(fty)
+            lanes = VECTOR_BYTES // size
+            vty = ir.VectorType(fty, lanes)
+            i64 = ir.IntType(64)
+            cols = spans * VECTORS                     # vectors per row of the tile
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            def address(data, offset, ty):
+                byte = builder.bitcast(data, ir.IntType(8).as_pointer())
+                return builder.bitcast(builder.gep(byte, [offset]), ty.as_pointer())
+
+            def element(array, row, col, ty):            # array[row, col] of a 2-D array
+                stride = cgutils.unpack_tuple(builder, array.strides)[0]
+                return address(array.data, builder.add(builder.mul(row, stride),
+                                                       builder.mul(col, const(size))), ty)
+
+            p_stride, k_stride, _ = cgutils.unpack_tuple(builder, P.strides)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{lanes}f{8 * size}")
+            o_ptrs = [[element(O, builder.add(orow_, const(r)),
+                               builder.add(ocol_, const(v * lanes)), vty)
+                       for v in range(cols)] for r in range(rows)]
+            zero = ir.Constant(vty, None)
+            start = [[builder.select(acc_flag, builder.load(ptr, align=size), zero)
+                      for ptr in row] for row in o_ptrs]
+            entry = builder.block
+            head = builder.append_basic_block("tile.head")
+            body = builder.append_basic_block("tile.body")
+            done = builder.append_basic_block("tile.done")
+            builder.branch(head)
+
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(kb_, entry)
+            acc = [[builder.phi(vty) for _ in range(cols)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(cols):
+                    acc[r][v].add_incoming(start[r][v], entry)
+            builder.cbranch(builder.icmp_signed("<", k, ke_), body, done)
+
+            builder.position_at_end(body)
+            w = []
+            for q in range(spans):
+                row_k = builder.add(builder.mul(builder.add(p_, const(q)), p_stride),
+                                    builder.mul(k, k_stride))
+                w += [builder.load(address(P.data, builder.add(row_k, const(v * lanes * size)),
+                                           vty), align=size) for v in range(VECTORS)]
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            new = []
+            for r in range(rows):
+                x = builder.load(element(A, builder.add(arow_, const(r)), builder.add(acol_, k),
+                                         fty), align=size)
+                x = builder.insert_element(ir.Constant(vty, ir.Undefined), x,
+                                           ir.Constant(ir.IntType(32), 0))
+                x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), broadcast)
+                new.append([builder.call(fma, [x, w[v], acc[r][v]]) for v in range(cols)])
+            k.add_incoming(builder.add(k, const(1)), builder.block)
+            for r in range(rows):
+                for v in range(cols):
+                    acc[r][v].add_incoming(new[r][v], builder.block)
+            builder.branch(head)
+
+            builder.position_at_end(done)
+            for r in range(rows):
+                for v in range(cols):
+                    builder.store(acc[r][v], o_ptrs[r][v], align=size)
+            return context.get_dummy_value()
+
+        return types.void(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate), codegen
+
+    return tile
+
+
+_make = _python_tile if numba.config.DISABLE_JIT else _tile_kernel
+_tile_rows = _make(ROWS, 1)           # ROWS rows x one panel
+_tile_row = _make(1, 1)               # one row x one panel
+_tile_row_spans = _make(1, SPANS)     # one row x SPANS panels
