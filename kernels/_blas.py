@@ -24,7 +24,7 @@ from numba.extending import overload, register_jitable
 
 from ._blocks import matmul_into
 from ._jit import jit
-from ._tiles import pack_panels, panel_matmul, panel_width
+from ._tiles import panel_matmul, panel_width, prepare_panels
 
 _PREFIX = "lstm_np_blas_"
 _CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
@@ -128,21 +128,23 @@ def _leading(x):
 
 @jit
 def prepare(w, k0, k1, n0, n1, blas):
-    """The operand :func:`product` takes besides ``w`` for its block ``w[k0:k1, n0:n1]``: the
-    block packed into panels (:func:`~._tiles.pack_panels`) unless ``blas``, else an empty
-    array. A time loop prepares each weight block once and uses it for all ``T`` steps."""
+    """The operand :func:`product` takes besides ``w`` for its block ``w[k0:k1, n0:n1]``: unless
+    ``blas``, the block packed into panels with a scratch block
+    (:func:`~._tiles.prepare_panels`), else empty arrays. A time loop prepares each weight block
+    once and uses it for all ``T`` steps."""
     if blas:
-        return np.empty((0, 0, panel_width(w.itemsize)), w.dtype)
-    return pack_panels(w, k0, k1, n0, n1)
+        nt = panel_width(w.itemsize)
+        return np.empty((0, 0, nt), w.dtype), np.empty((0, nt), w.dtype)
+    return prepare_panels(w, k0, k1, n0, n1)
 
 
 @jit
-def product(a, w, panels, out, k0, k1, n0, n1, accumulate, blas):
+def product(a, w, prepared, out, k0, k1, n0, n1, accumulate, blas):
     """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` (``+=`` if ``accumulate``, else
     ``=``): the per-step product of every time loop, by the BLAS (``blas``; :func:`gemm`) or by
-    register tiles over ``panels = prepare(w, k0, k1, n0, n1, blas)``
-    (:func:`~._tiles.panel_matmul`). Rows of every operand must be contiguous."""
+    register tiles (:func:`~._tiles.panel_matmul`) over ``prepared = prepare(w, k0, k1, n0, n1,
+    blas)``. Rows of every operand must be contiguous."""
     if blas:
         gemm(a, w, out, k0, k1, n0, n1, 1.0 if accumulate else 0.0)
     else:
-        panel_matmul(a, k0, panels, out, n0, n1, accumulate)
+        panel_matmul(a, k0, prepared, out, n0, n1, accumulate)

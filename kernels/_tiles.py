@@ -2,7 +2,7 @@ r"""The per-step product of the time loops without the BLAS: a register-tiled ma
 
 ``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` for one step's ``a (B, K)`` (``B`` a block
 of batch rows) against weights ``w`` that stay the same for all ``T`` steps. So the weights are
-repacked once per time loop (:func:`pack_panels`): cut into panels of ``NT`` columns, each panel
+repacked once per time loop (:func:`prepare_panels`): cut into panels of ``NT`` columns, each panel
 ``(K, NT)`` contiguous and the last one padded with zeros. Each step then runs
 :func:`panel_matmul`, which computes ``ROWS x NT`` blocks of ``out`` in ``ROWS * VECTORS`` SIMD
 registers while it walks down one panel: per ``k``, ``VECTORS`` loads of the panel, ``ROWS``
@@ -13,20 +13,23 @@ one load and store per row of ``w``, and reach 30-45 % of the FMA peak at ``B = 
 BLAS: it packs ``w`` again on every call, which at few rows costs as much as the product. Why
 the panels: walking down a column block of the plain ``(K, N)`` weights jumps ``N * itemsize``
 bytes per ``k``; at ``N * itemsize = 2-4 KiB`` every row lands in the same cache set and on a
-new page (float64 at ``(32, 128, 512)`` fell from 22 to 12 GFLOP/s unpacked).
+new page (float64 at ``(32, 128, 512)``, one 4 x 2 tile: 12 GFLOP/s unpacked, 39 packed).
 
-Measured here against ``matmul_add`` (1 thread, GFLOP/s, float32 / float64): ``(B, K, N) =
-(8, 64, 256)`` 36 -> 81 / 26 -> 38; ``(8, 256, 64)`` 39 -> 89 / 18 -> 44; ``(32, 128, 512)``
-42 -> 78 / 22 -> 44; ``(64, 256, 1024)`` 32 -> 70 / 19 -> 34. NumPy's own matmul peaks at
-about 69 / 31 on this machine.
+Measured here (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in brackets; the panels
+packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
+``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68); ``(64, 256, 1024)`` 38 -> 57
+(61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28); 17 -> 35 (34). NumPy's own large
+matmul peaks at about 70 / 32 here. From 64 rows the BLAS's larger blocks win (the layers'
+``blas_min_rows``).
 
 Arithmetic: every entry of ``out`` is one chain of fused multiply-adds in the order
 ``k = k0, k0 + 1, ..`` starting from ``out`` (``accumulate``) or from zero, the same in every
 tile, row and column, whatever the vector width: results do not depend on the batch size, the
 block of rows, or where a column falls in a panel.
 
-The tile is written in LLVM IR (:func:`_tile_kernel`): Numba keeps scalar accumulators in
-memory-free registers but does not turn them into vectors (its SLP vectoriser is off). Run as
+The tile is written in LLVM IR (:func:`_tile_kernel`). The same tile as generated scalar Numba
+code (one local variable per accumulator) ran at 3-5 GFLOP/s: Numba turns off LLVM's SLP
+vectoriser, so the scalars never became vectors. Run as
 plain Python (``NUMBA_DISABLE_JIT=1``) a tile is NumPy, one ``k`` at a time, with the same order
 (but no fused multiply-adds).
 """
@@ -78,20 +81,29 @@ def pack_panels(w, k0, k1, n0, n1):
 
 
 @jit
-def panel_matmul(a, k0, panels, out, n0, n1, accumulate):
-    """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``panels = pack_panels(W, .., n0, n1)``
-    (``K`` its second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a`` and ``out`` must
-    be contiguous.
+def prepare_panels(w, k0, k1, n0, n1):
+    """What :func:`panel_matmul` takes for the block ``w[k0:k1, n0:n1]``: its panels
+    (:func:`pack_panels`) and a ``(ROWS, NT)`` scratch block for a short last panel, both made
+    once, before a time loop."""
+    panels = pack_panels(w, k0, k1, n0, n1)
+    return panels, np.zeros((ROWS, panels.shape[2]), w.dtype)
+
+
+@jit
+def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
+    """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``prepared = prepare_panels(W, .., n0,
+    n1)`` (``K`` the panels' second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a``
+    and ``out`` must be contiguous. Allocates nothing.
 
     Blocks of :data:`ROWS` rows take one panel per tile. A row left over takes :data:`SPANS`
     panels per tile (one row against one panel would give three accumulators, too few to hide
     the FMA latency). A last panel narrower than ``NT`` goes through a small scratch block (a
     tile reads and writes ``NT`` columns)."""
+    panels, scratch = prepared
     B = a.shape[0]
     K, nt = panels.shape[1], panels.shape[2]
     full_rows = B - B % ROWS
     full_panels = (n1 - n0) // nt
-    scratch = np.zeros((ROWS, nt), out.dtype)
     if K == 0 and not accumulate:
         for b in range(B):
             o = out[b, n0:n1]

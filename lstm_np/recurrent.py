@@ -151,6 +151,7 @@ class Recurrent:
         bound = 1.0 / np.sqrt(self.hidden_size)
         self.params = {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
                        for name, shape in self._param_shapes().items()}
+        self._names = {}            # (layer, direction) -> [(short name, name in params)]
 
     # ----------------------------------------------------------------- sizes and names
     @property
@@ -185,10 +186,15 @@ class Recurrent:
         return shapes
 
     def _weights(self, layer, d):
-        """Parameters of one layer and direction under their short names (``weight_ih``, ...)."""
-        sfx = f"_l{layer}{_DIRECTION_SUFFIX[d]}"
-        return {name[:-len(sfx)]: value for name, value in self.params.items()
-                if name.endswith(sfx)}
+        """Parameters of one layer and direction under their short names (``weight_ih``, ...),
+        read from ``params`` on every call (the names are worked out once)."""
+        names = self._names.get((layer, d))
+        if names is None:
+            sfx = f"_l{layer}{_DIRECTION_SUFFIX[d]}"
+            names = self._names[layer, d] = [(name[:-len(sfx)], name) for name in self.params
+                                             if name.endswith(sfx)]
+        params = self.params
+        return {short: params[name] for short, name in names}
 
     def _biases(self, w):
         """``(b_ih, b_hh)`` of one layer and direction; zeros when the layer has no bias."""
@@ -304,8 +310,7 @@ class Recurrent:
         D, P = self.num_directions, self.output_size
         inputs, steps, weights, masks = [], [], [], []
         finals = [np.empty_like(s) for s in state0]
-        past_end = np.arange(T)[:, None] >= lengths[None, :]   # (T, B)
-        full_length = not past_end.any()
+        past_end = _past_end(lengths, T)                    # (T, B) or None
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
         layer_in = _workspace.copy(x) if training else x
@@ -331,7 +336,7 @@ class Recurrent:
                     dst[row] = src
                 steps.append(kept)
                 weights.append(w)
-            if not full_length:
+            if past_end is not None:
                 y[past_end] = 0.0
             mask = None
             if training and self.dropout and layer < self.num_layers - 1:
@@ -367,7 +372,7 @@ class Recurrent:
         dfinal = self._check_state(dstate, B, tape.unbatched, what="dstate")
         D, P = self.num_directions, self.output_size
         L = self.num_layers
-        past_end = (np.arange(T)[:, None] >= tape.lengths[None, :])
+        past_end = _past_end(tape.lengths, T)
         dstate0 = [np.empty_like(s) for s in dfinal]
         dparams = {}
         dh_rows, dc_rows = [None] * (L * D), [None] * (L * D)
@@ -376,7 +381,7 @@ class Recurrent:
             mask = tape.dropout_masks[layer]
             if mask is not None:
                 dlayer *= mask
-            if past_end.any():
+            if past_end is not None:
                 dlayer[past_end] = 0.0
             dx = None
             for d in range(D):
@@ -455,6 +460,14 @@ def _stack_rows(rows):
     if rows[0] is None:
         return None
     return rows[0][None] if len(rows) == 1 else np.stack(rows)
+
+
+def _past_end(lengths, T):
+    """The ``(T, B)`` mask of steps past each sequence's length, or None when every sequence
+    runs all ``T`` steps (the common case, and then nothing needs masking)."""
+    if lengths.min() >= T:
+        return None
+    return np.arange(T)[:, None] >= lengths[None, :]
 
 
 def _state_sequence(T, B, n, dtype, init, reverse):

@@ -7,7 +7,8 @@ import pytest
 
 from lstm_np.kernels._blas import prepare, product
 from lstm_np.kernels._blocks import add_rows_f64, matmul_add
-from lstm_np.kernels._tiles import DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width
+from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
+                                    prepare_panels)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -65,22 +66,36 @@ def test_panel_matmul(dtype, accumulate):
     rng = np.random.default_rng(7)
     for B, K, N in PANEL_SHAPES:
         k0, n0 = 3, 2
-        a = rng.standard_normal((B, k0 + K + 2)).astype(dtype)
-        w = rng.standard_normal((k0 + K + 1, n0 + N + 3)).astype(dtype)
-        out = rng.standard_normal((B, n0 + N + 3)).astype(dtype)
-        if not accumulate:
-            out[:, n0:n0 + N] = np.nan
-        expected = out.astype(np.float64)
-        block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
-        expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
-        panel_matmul(a, k0, pack_panels(w, k0, k0 + K, n0, n0 + N), out, n0, n0 + N, accumulate)
+        a, w, out, expected = _product_case(rng, dtype, B, K, N, k0, n0, accumulate)
+        panel_matmul(a, k0, prepare_panels(w, k0, k0 + K, n0, n0 + N), out, n0, n0 + N,
+                     accumulate)
         scale = 1.0 + np.abs(expected)
         scale[:, n0:n0 + N] += np.abs(a[:, k0:k0 + K]).astype(np.float64) \
             @ np.abs(w[k0:k0 + K, n0:n0 + N])
         assert np.all(np.abs(out - expected) <= TOLERANCE[dtype] * max(K, 1) * scale), (B, K, N)
-        outside = np.ones(out.shape[1], bool)
-        outside[n0:n0 + N] = False
-        assert np.array_equal(out[:, outside], expected[:, outside].astype(dtype)), (B, K, N)
+        _assert_outside_untouched(out, expected, n0, N)
+
+
+def _product_case(rng, dtype, B, K, N, k0, n0, accumulate):
+    """``a, w, out`` for ``out[:, n0:n0 + N] (+)= a[:, k0:k0 + K] @ w[k0:k0 + K, n0:n0 + N]``
+    inside larger arrays (NaN in that block of ``out`` unless ``accumulate``), and the expected
+    ``out`` in float64."""
+    a = rng.standard_normal((B, k0 + K + 2)).astype(dtype)
+    w = rng.standard_normal((k0 + K + 2, n0 + N + 3)).astype(dtype)
+    out = rng.standard_normal((B, n0 + N + 3)).astype(dtype)
+    if not accumulate:
+        out[:, n0:n0 + N] = np.nan
+    expected = out.astype(np.float64)
+    block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
+    expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
+    return a, w, out, expected
+
+
+def _assert_outside_untouched(out, expected, n0, N):
+    """Columns outside ``n0 .. n0 + N`` kept their values, bitwise."""
+    outside = np.ones(out.shape[1], bool)
+    outside[n0:n0 + N] = False
+    assert np.array_equal(out[:, outside], expected[:, outside].astype(out.dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -92,15 +107,15 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     K, N = DEPTH + 37, SPANS * 24 + 7
     a = rng.standard_normal((2 * ROWS + 1, K)).astype(dtype)
     w = rng.standard_normal((K, N)).astype(dtype)
-    panels = pack_panels(w, 0, K, 0, N)
+    prepared = prepare_panels(w, 0, K, 0, N)
     whole = np.empty((a.shape[0], N), dtype)
-    panel_matmul(a, 0, panels, whole, 0, N, False)
+    panel_matmul(a, 0, prepared, whole, 0, N, False)
     for b in range(a.shape[0]):
         alone = np.empty((1, N), dtype)
-        panel_matmul(a[b:b + 1], 0, panels, alone, 0, N, False)
+        panel_matmul(a[b:b + 1], 0, prepared, alone, 0, N, False)
         assert np.array_equal(alone[0], whole[b]), b
     shifted = np.empty((ROWS, N), dtype)
-    panel_matmul(a[1:1 + ROWS], 0, panels, shifted, 0, N, False)
+    panel_matmul(a[1:1 + ROWS], 0, prepared, shifted, 0, N, False)
     assert np.array_equal(shifted, whole[1:1 + ROWS])
 
 
@@ -125,20 +140,11 @@ def test_product(blas, accumulate, dtype, M, K, N):
     never read; columns outside ``n0:n1`` are untouched."""
     rng = np.random.default_rng(M * 1000 + K * 10 + N)
     k0, n0 = 1, 2
-    a = rng.standard_normal((M, k0 + K + 2)).astype(dtype)
-    w = rng.standard_normal((k0 + K + 2, n0 + N + 3)).astype(dtype)
-    out = rng.standard_normal((M, n0 + N + 3)).astype(dtype)
-    if not accumulate:
-        out[:, n0:n0 + N] = np.nan
-    expected = out.astype(np.float64)
-    block = a[:, k0:k0 + K].astype(np.float64) @ w[k0:k0 + K, n0:n0 + N]
-    expected[:, n0:n0 + N] = expected[:, n0:n0 + N] + block if accumulate else block
+    a, w, out, expected = _product_case(rng, dtype, M, K, N, k0, n0, accumulate)
     product(a, w, prepare(w, k0, k0 + K, n0, n0 + N, blas), out, k0, k0 + K, n0, n0 + N,
             accumulate, blas)
     assert np.allclose(out, expected, rtol=50 * TOLERANCE[dtype], atol=50 * K * TOLERANCE[dtype])
-    outside = np.ones(out.shape[1], bool)
-    outside[n0:n0 + N] = False
-    assert np.array_equal(out[:, outside], expected[:, outside].astype(dtype))
+    _assert_outside_untouched(out, expected, n0, N)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
