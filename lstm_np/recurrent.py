@@ -409,20 +409,25 @@ class Recurrent:
         return Stream(self, batch_size, state)
 
     # ----------------------------------------------------------------- per cell
-    def _time_loop(self, batch, kernel, twin, args, scratch):
-        """Run the time-loop ``kernel`` as ``kernel(*args, *work, blas, b0, b1)`` over blocks
-        of the ``batch`` rows (in parallel threads, :func:`lstm_np.set_num_threads`), ``work``
-        being one ``(rows, n)`` scratch array per ``n`` in ``scratch``. ``blas``: the per-step
-        products by the BLAS, per ``self.kernel``. Where the compiled loop cannot call NumPy's
-        BLAS, the BLAS case runs the Python-stepped ``twin`` (same arguments) instead."""
+    def _plan(self, batch):
+        """``(blocks, blas)``: the blocks of the ``batch`` rows for the threads
+        (:func:`lstm_np.set_num_threads`) and whether each step's products go to the BLAS, per
+        ``self.kernel``."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
         blocks = _threads.row_blocks(batch)
-        rows = min(b1 - b0 for b0, b1 in blocks)
         if self.kernel == "auto":
-            blas = rows >= self.blas_min_rows
-        else:
-            blas = self.kernel == "blas"
+            return blocks, min(b1 - b0 for b0, b1 in blocks) >= self.blas_min_rows
+        return blocks, self.kernel == "blas"
+
+    def _time_loop(self, batch, kernel, twin, args, scratch, plan=None):
+        """Run the time-loop ``kernel`` as ``kernel(*args, *work, blas, b0, b1)`` over blocks
+        of the ``batch`` rows (in parallel threads), ``work`` being one ``(rows, n)`` scratch
+        array per ``n`` in ``scratch``; ``(blocks, blas)`` from ``plan`` (default
+        :meth:`_plan`), for a caller whose arguments depend on ``blas``. Where the compiled loop
+        cannot call NumPy's BLAS, the BLAS case runs the Python-stepped ``twin`` (same
+        arguments) instead."""
+        blocks, blas = self._plan(batch) if plan is None else plan
         if blas and not _blas.FOUND:     # one block: set_num_threads refuses n > 1 then
             kernel = twin
 
@@ -530,12 +535,14 @@ class LSTM(Recurrent):
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
-        xw = _input_projection(x, w["weight_ih"])                         # (T, B, 4H)
+        plan = self._plan(B)
+        xw = self._input_part(w, x, plan)                               # (T, B, 4H or 0)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
-        gates = xw            # step t reads xw[t] before writing gates[t]: one buffer, not two
+        # step t reads xw[t] before writing gates[t]: one buffer, not two
+        gates = xw if xw.shape[2] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
-        self._forward_loop(w, lengths, reverse, True, xw, gates, h_seq, c_seq, tanh_c)
+        self._forward_loop(w, x, xw, lengths, reverse, True, gates, h_seq, c_seq, tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -548,23 +555,34 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         cc = np.empty((2, B, H), dt)                                    # c, ping-pong
         cc[0] = state0[1]
-        self._forward_loop(w, lengths, reverse, False, _input_projection(x, w["weight_ih"]),
-                           np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt))
+        plan = self._plan(B)
+        self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse, False,
+                           np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
 
-    def _forward_loop(self, w, lengths, reverse, keep, xw, gates, h_seq, c_seq, tanh_c):
+    @staticmethod
+    def _input_part(w, x, plan):
+        """``x W_ih^T (T, B, 4H)`` by one big product when the steps use the BLAS (``plan``);
+        else an empty ``(T, B, 0)``: the tiles add each step's ``x_t W_ih^T`` in the loop."""
+        if plan[1]:
+            return _input_projection(x, w["weight_ih"])
+        return np.empty(x.shape[:2] + (0,), x.dtype)
+
+    def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
+                      plan):
         """:func:`~lstm_np.kernels.lstm.lstm_forward` (``keep`` as there) over the batch, in
-        blocks of rows with their own scratch."""
+        blocks of rows with their own scratch, as ``plan`` says."""
         B = h_seq.shape[1]
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        w_ih_t = np.ascontiguousarray(w["weight_ih"].T)
         bias = self._summed_bias(w)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep, gates,
-                         h_seq, c_seq, tanh_c), (4 * H, H))
+                        (x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                         gates, h_seq, c_seq, tanh_c), (4 * H, H), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
