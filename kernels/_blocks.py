@@ -59,11 +59,17 @@ def matmul_into(a, w, out, k0, k1, n0, n1, accumulate):
     """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]``: :func:`matmul_add` onto what
     ``out`` holds if ``accumulate``, else onto zeros."""
     if not accumulate:
-        for b in range(out.shape[0]):
-            o = out[b, n0:n1]
-            for n in range(o.shape[0]):
-                o[n] = 0.0
+        zero_columns(out, n0, n1)
     matmul_add(a, w, out, k0, k1, n0, n1)
+
+
+@jit
+def zero_columns(out, n0, n1):
+    """``out[:, n0:n1] = 0`` for a 2-D array whose rows are contiguous."""
+    for b in range(out.shape[0]):
+        o = out[b, n0:n1]
+        for n in range(o.shape[0]):
+            o[n] = 0.0
 
 
 @jit
@@ -109,6 +115,14 @@ def copy_into(dst, src):
     goes through a general broadcasting path that costs more than a short row's copy)."""
     for j in range(dst.shape[0]):
         dst[j] = src[j]
+
+
+@jit
+def fill_rows(out, row):
+    """Every row of the 2-D ``out`` set to the 1-D ``row`` (a bias, before products add onto
+    it)."""
+    for b in range(out.shape[0]):
+        copy_into(out[b], row)
 
 
 @jit

@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from ._blocks import copy_into, zero_columns
 from ._jit import jit
 
 #: bytes in one SIMD register the tiles are written for (AVX2; LLVM splits them on SSE machines)
@@ -105,10 +106,7 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     full_rows = B - B % ROWS
     full_panels = (n1 - n0) // nt
     if K == 0 and not accumulate:
-        for b in range(B):
-            o = out[b, n0:n1]
-            for j in range(o.shape[0]):
-                o[j] = 0.0
+        zero_columns(out, n0, n1)
     for kb in range(0, K, DEPTH):
         ke = min(K, kb + DEPTH)
         onto = accumulate or kb > 0
@@ -135,16 +133,10 @@ def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, r
         _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
         return
     for r in range(rows):
-        s = scratch[r]
-        o = out[b + r, c:c + width]
-        for j in range(width):
-            s[j] = o[j]
+        copy_into(scratch[r, :width], out[b + r, c:c + width])
     _tile(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate, rows)
     for r in range(rows):
-        s = scratch[r]
-        o = out[b + r, c:c + width]
-        for j in range(width):
-            o[j] = s[j]
+        copy_into(out[b + r, c:c + width], scratch[r, :width])
 
 
 @jit

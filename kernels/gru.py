@@ -35,8 +35,8 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import prepare, product
-from ._blocks import (add_into, all_finite, copy_into, matmul_add, matmul_into,
-                      step_indices, stream_layout, take_block)
+from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
+                      matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -129,8 +129,7 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
         x_t = xw[t, b0:b1]
         g_t = gates[t, b0:b1]
         hn_t = hn[t, b0:b1]
-        for b in range(hw.shape[0]):
-            copy_into(hw[b], b_hh)
+        fill_rows(hw, b_hh)
         product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, True, blas)
         gru_gates_rz(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
@@ -286,8 +285,7 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
     gates = work[B * 6 * H:B * 9 * H].reshape((B, 3 * H))
     hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
-    for b in range(B):
-        copy_into(hw[b], b_hh)
+    fill_rows(hw, b_hh)
     matmul_into(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H, False)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
     gru_gates_rz(xw, b_ih, hw, h, reset_after, 0, ones, gates, hn)

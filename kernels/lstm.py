@@ -38,8 +38,8 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import prepare, product
-from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add,
-                      matmul_into, step_indices, stream_layout, take_block)
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
+                      matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -176,8 +176,7 @@ def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
         if not blas:
-            for b in range(a.shape[0]):
-                copy_into(a[b], bias)
+            fill_rows(a, bias)
             product(x[t, b0:b1], w_ih_t, ih, a, 0, I, 0, G, True, False)
         product(h_prev, w_hh_t, hh, a, 0, P, 0, G, not blas, blas)
         out = m if has_proj else h_next
@@ -286,8 +285,7 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
     c_next = work[B * 8 * H:B * 9 * H].reshape((B, H))
     tanh_c = work[B * 9 * H:B * 10 * H].reshape((B, H))
     m = work[B * 10 * H:B * 11 * H].reshape((B, H))
-    for b in range(B):
-        copy_into(a[b], bias)
+    fill_rows(a, bias)
     matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, 4 * H)
     matmul_add(h, w_hh_t, a, 0, P, 0, 4 * H)
     for b in range(B):

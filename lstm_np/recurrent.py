@@ -540,7 +540,7 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         # step t reads xw[t] before writing gates[t]: one buffer, not two
-        gates = xw if xw.shape[2] else _workspace.empty((T, B, 4 * H), dt)
+        gates = xw if plan[1] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
         self._forward_loop(w, x, xw, lengths, reverse, True, gates, h_seq, c_seq, tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
