@@ -281,10 +281,10 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     ``w_ih_t (I, 3H)``, ``w_hh_t (H, 3H)``, ``b_ih``, ``b_hh (3H,)``; ``ones (B,)`` int64 ones;
     ``work`` 1-D scratch of at least ``B * 10H`` entries."""
     B, H = h.shape
-    xw = work[:B * 3 * H].reshape((B, 3 * H))
-    hw = work[B * 3 * H:B * 6 * H].reshape((B, 3 * H))
-    gates = work[B * 6 * H:B * 9 * H].reshape((B, 3 * H))
-    hn = work[B * 9 * H:B * 10 * H].reshape((B, H))
+    xw, end = take_block(work, 0, B, 3 * H)
+    hw, end = take_block(work, end, B, 3 * H)
+    gates, end = take_block(work, end, B, 3 * H)
+    hn, _ = take_block(work, end, B, H)
     fill_rows(hw, b_hh)
     matmul_into(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H, False)
     matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
@@ -314,7 +314,7 @@ def gru_stream(x_flat, buffer, meta):
         w_ih_t, off = take_block(pack, off, sizes[k], 3 * H)
         w_hh_t, off = take_block(pack, off, H, 3 * H)
         biases, off = take_block(pack, off, 2, 3 * H)    # b_ih, b_hh
-        h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
+        h, _ = take_block(state, k * B * H, B, H)
         gru_step(inp, w_ih_t, w_hh_t, biases[0], biases[1], reset_after, ones, h, work)
         inp = h
     return True

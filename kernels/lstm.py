@@ -280,11 +280,11 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
     """
     B, H = c.shape
     P = h.shape[1]
-    a = work[:B * 4 * H].reshape((B, 4 * H))
-    gates = work[B * 4 * H:B * 8 * H].reshape((B, 4 * H))
-    c_next = work[B * 8 * H:B * 9 * H].reshape((B, H))
-    tanh_c = work[B * 9 * H:B * 10 * H].reshape((B, H))
-    m = work[B * 10 * H:B * 11 * H].reshape((B, H))
+    a, end = take_block(work, 0, B, 4 * H)
+    gates, end = take_block(work, end, B, 4 * H)
+    c_next, end = take_block(work, end, B, H)
+    tanh_c, end = take_block(work, end, B, H)
+    m, _ = take_block(work, end, B, H)
     fill_rows(a, bias)
     matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, 4 * H)
     matmul_add(h, w_hh_t, a, 0, P, 0, 4 * H)
@@ -326,10 +326,8 @@ def lstm_stream(x_flat, buffer, meta):
             w_hr_t, off = take_block(pack, off, H, P)
         else:
             w_hr_t = bias_2d                             # unused
-        h = state[soff:soff + B * P].reshape((B, P))
-        soff += B * P
-        c = state[soff:soff + B * H].reshape((B, H))
-        soff += B * H
+        h, soff = take_block(state, soff, B, P)
+        c, soff = take_block(state, soff, B, H)
         lstm_step(inp, w_ih_t, w_hh_t, bias_2d[0], w_hr_t, has_proj, h, c, work)
         inp = h
     return True

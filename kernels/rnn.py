@@ -139,8 +139,8 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     ``w_ih_t (I, H)``, ``w_hh_t (H, H)``, ``bias (H,)`` = ``b_ih + b_hh``; ``ones (B,)`` int64
     ones; ``work`` 1-D scratch of at least ``2 B H`` entries."""
     B, H = h.shape
-    a = work[:B * H].reshape((B, H))
-    xa = work[B * H:2 * B * H].reshape((B, H))
+    a, end = take_block(work, 0, B, H)
+    xa, _ = take_block(work, end, B, H)
     matmul_into(x, w_ih_t, xa, 0, x.shape[1], 0, H, False)
     matmul_into(h, w_hh_t, a, 0, H, 0, H, False)
     rnn_cell(a, xa, bias, relu, 0, ones, h)
@@ -165,7 +165,7 @@ def rnn_stream(x_flat, buffer, meta):
         w_ih_t, off = take_block(pack, off, sizes[k], H)
         w_hh_t, off = take_block(pack, off, H, H)
         bias_2d, off = take_block(pack, off, 1, H)
-        h = state[k * B * H:(k + 1) * B * H].reshape((B, H))
+        h, _ = take_block(state, k * B * H, B, H)
         rnn_step(inp, w_ih_t, w_hh_t, bias_2d[0], relu, ones, h, work)
         inp = h
     return True

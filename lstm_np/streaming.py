@@ -103,6 +103,8 @@ class Stream:
         ``y (B, P)`` (or ``(P,)``), a new array."""
         if type(x) is np.ndarray and x.dtype is self._dtype and x.flags.c_contiguous:
             if x.shape == self._unbatched_shape:           # the common case: nothing to convert
+                if self._kernel(x, self._buffer, self._meta):    # (False: non-finite, see below)
+                    return self._top.copy()
                 return self._advance(x, x)
             if x.shape == self._expected:
                 return self._advance(x.reshape(-1), x).reshape(self._expected[0], -1)

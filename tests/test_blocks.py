@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lstm_np.kernels._blas import prepare, product
-from lstm_np.kernels._blocks import add_rows_f64, matmul_add
+from lstm_np.kernels._blocks import add_rows_f64, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
                                     prepare_panels)
 
@@ -158,3 +158,20 @@ def test_gemm_single_row_with_any_stride(dtype):
     out = np.full((2, 3), np.nan, dtype)
     product(a, w, prepare(w, 0, 1, 0, 3, True), out, 0, 1, 0, 3, False, True)
     assert np.array_equal(out, np.array([[2.0, 4.0, 6.0]] * 2, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_take_block_is_a_view_of_the_flat_buffer(dtype):
+    """``take_block`` (the streams' views of their flat buffer, built without ``reshape`` when
+    compiled) gives the ``rows x cols`` block at ``off`` and the offset after it, sharing memory
+    with the buffer, and refuses a block that runs past the end."""
+    pack = np.arange(50, dtype=dtype)
+    block, end = take_block(pack, 7, 4, 6)
+    assert end == 31 and block.shape == (4, 6) and block.flags.c_contiguous
+    assert np.array_equal(block, pack[7:31].reshape(4, 6))
+    block[1, 2] = -1.0
+    assert pack[7 + 6 + 2] == -1.0
+    empty, end = take_block(pack, 50, 0, 3)
+    assert empty.shape == (0, 3) and end == 50
+    with pytest.raises(IndexError, match="past the end"):
+        take_block(pack, 45, 2, 3)
