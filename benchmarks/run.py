@@ -336,10 +336,14 @@ def section_startup(lines):
     """)
     lines += ["", "### Start-up: import lstm_np + first LSTM forward/backward (fresh process, s)",
               "", "The floor row is any Numba program: `import numpy, numba` and the first call of "
-              "a one-line cached kernel. Medians of 5 fresh processes.",
+              "a one-line cached kernel. Medians of 5 fresh processes. Python's bytecode cache "
+              "is on in them, as in any pip install (which compiles it); with "
+              "`PYTHONDONTWRITEBYTECODE` set, as in this machine's shell, every start compiles "
+              "lstm_np's sources again (measured: about 0.35 s more).",
               "", "| run | import | first call | total |", "| --- | ---: | ---: | ---: |"]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)       # warm means Python's cache too
         floor = os.path.join(cache, "floor.py")      # Numba caches only kernels from a file
         with open(floor, "w") as f:
             f.write(textwrap.dedent(_STARTUP_FLOOR))

@@ -7,7 +7,6 @@ import numba
 from numba.core import types
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
 
 from ._jit import jit
 
@@ -217,6 +216,10 @@ else:
         result = types.Array(flat.dtype, 2, "C")
 
         def codegen(context, builder, signature, args):
+            # imported here, at compile time: importing numba.np.arrayobj costs ~80 ms, which a
+            # process that only loads cached kernels need not pay
+            from numba.np.arrayobj import populate_array
+            make_array = context.make_array
             src = make_array(signature.args[0])(context, builder, args[0])
             off_, rows_, cols_ = (context.cast(builder, args[i], signature.args[i], types.intp)
                                   for i in (1, 2, 3))

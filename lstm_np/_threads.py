@@ -79,6 +79,8 @@ def set_num_threads(n):
 def row_blocks(rows, min_rows=MIN_ROWS_PER_BLOCK):
     """Rows ``0 .. rows-1`` as at most :func:`get_num_threads` contiguous blocks of at least
     ``min_rows`` rows: ``[(r0, r1), ..]``, ``[(0, rows)]`` when there is one."""
+    if _num_threads == 1:
+        return [(0, rows)]
     n = max(1, min(_num_threads, rows // max(1, min_rows)))
     edges = [rows * k // n for k in range(n + 1)]
     return list(zip(edges[:-1], edges[1:]))
