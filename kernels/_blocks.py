@@ -124,17 +124,6 @@ def copy_into(dst, src):
 
 
 @jit
-def side_by_side(x, h, xh):
-    """``xh[:, :I] = x`` and ``xh[:, I:] = h`` for ``x (B, I)``, ``h (B, P)``, ``xh (B, I + P)``:
-    the operand of a step's one product against stacked input and recurrent weights."""
-    I = x.shape[1]
-    for b in range(xh.shape[0]):
-        row = xh[b]
-        copy_into(row[:I], x[b])
-        copy_into(row[I:], h[b])
-
-
-@jit
 def fill_rows(out, row):
     """Every row of the 2-D ``out`` set to the 1-D ``row`` (a bias, before products add onto
     it)."""

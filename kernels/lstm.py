@@ -38,8 +38,7 @@ import numpy as np
 from ._activations import sigmoid, tanh
 from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
-                      matmul_add, matmul_into, side_by_side, step_indices, stream_layout,
-                      take_block)
+                      matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
 
 
@@ -164,7 +163,11 @@ def lstm_forward(x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gate
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        side_by_side(x[t, b0:b1], h_prev, xh)
+        x_t = x[t, b0:b1]
+        for b in range(xh.shape[0]):
+            row = xh[b]
+            copy_into(row[:I], x_t[b])
+            copy_into(row[I:], h_prev[b])
         fill_rows(a, bias)
         product(xh, w_xh_t, xhp, a, 0, K, 0, G, True, blas)
         out = m if has_proj else h_next

@@ -4,7 +4,7 @@ Shapes: ``T`` steps, ``B`` batch, ``H`` hidden; time-major, C-contiguous, one dt
 
 Forward, as ``torch.nn.RNN``, with ``phi = tanh`` or ``relu``::
 
-    a_t = [x_t, h_{t-1}] [W_ih; W_hh]^T + (b_ih + b_hh)    one product per step
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)    (x-part precomputed as xw)
     h_t = phi(a_t)
 
 Backward, ``dh_t`` the total gradient reaching ``h_t``::
@@ -20,66 +20,59 @@ import numpy as np
 
 from ._activations import tanh
 from ._blas import prepare, product
-from ._blocks import (add_into, all_finite, carry_past_end, fill_rows, matmul_add,
-                      side_by_side, step_indices, stream_layout, take_block)
+from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
+                      stream_layout, take_block)
 from ._jit import jit
 
 
 @jit
-def rnn_cell(a, relu, t, lengths, h):
-    """``h = phi(a)`` for rows still inside their sequence (others are left for the caller):
-    ``a (B, H)`` the whole pre-activation ``x_t W_ih^T + h_{t-1} W_hh^T + b``."""
+def rnn_cell(a, xw, bias, relu, t, lengths, h):
+    """``h = phi(a + xw + bias)`` for rows still inside their sequence (others are left for the
+    caller): ``a`` the recurrent product, ``xw`` the input product, ``bias (H,)``."""
     B, H = h.shape
     for b in range(B):
         if t >= lengths[b]:
             continue
         a_b = a[b]
+        x_b = xw[b]
         h_b = h[b]
         if relu:
             for j in range(H):
-                v = a_b[j]
+                v = a_b[j] + x_b[j] + bias[j]
                 h_b[j] = v if v > 0.0 else 0.0
         else:
             for j in range(H):
-                h_b[j] = tanh(a_b[j])
+                h_b[j] = tanh(a_b[j] + x_b[j] + bias[j])
 
 
 @jit
-def rnn_forward(x, w_xh_t, bias, relu, lengths, reverse, h_seq, a, xh, blas, b0, b1):
+def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
     """One direction of one layer over ``T`` steps, for the rows ``b0 .. b1 - 1`` of the batch.
-    In: ``x (T, B, I)``, ``w_xh_t (I + H, H)`` = ``W_ih^T`` stacked on ``W_hh^T``, ``bias (H,)``
-    = ``b_ih + b_hh``, ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B,
-    H)``. Scratch ``a (b1 - b0, H)``, ``xh (b1 - b0, I + H)``. Each step adds ``[x_t, h_{t-1}]
-    W_xh`` onto the bias in one product (by the BLAS if ``blas``, else by register tiles,
-    :func:`product`), as :func:`~lstm_np.kernels.lstm.lstm_forward` does."""
-    T, _, I = x.shape
-    K, H = w_xh_t.shape
+    In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
+    ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
+    Scratch ``a (b1 - b0, H)``. ``blas``: each step's product by the BLAS (:func:`product`)."""
+    T, B, H = xw.shape
     lens = lengths[b0:b1]
-    xhp = prepare(w_xh_t, 0, K, 0, H, blas)
+    hh = prepare(w_hh_t, 0, H, 0, H, blas)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        side_by_side(x[t, b0:b1], h_prev, xh)
-        fill_rows(a, bias)
-        product(xh, w_xh_t, xhp, a, 0, K, 0, H, True, blas)
-        rnn_cell(a, relu, t, lens, h_next)
+        product(h_prev, w_hh_t, hh, a, 0, H, 0, H, False, blas)
+        rnn_cell(a, xw[t, b0:b1], bias, relu, t, lens, h_next)
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def rnn_forward_blas(x, w_xh_t, bias, relu, lengths, reverse, h_seq, a, xh, blas, b0, b1):
+def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
     """:func:`rnn_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
     loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored)."""
-    x, h_seq, lengths = x[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
-    T, _, I = x.shape
+    xw, h_seq, lengths = xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
+    T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        xh[:, :I] = x[t]
-        xh[:, I:] = h_seq[p]
-        np.matmul(xh, w_xh_t, out=a)
-        a += bias
-        rnn_cell(a, relu, t, lengths, h_seq[q])
+        np.matmul(h_seq[p], w_hh_t, out=a)
+        rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
         if partial:
             carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
@@ -144,13 +137,13 @@ def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps,
 def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     """One streaming step for ``B`` rows, in place: ``h (B, H)`` becomes the next state.
     ``w_ih_t (I, H)``, ``w_hh_t (H, H)``, ``bias (H,)`` = ``b_ih + b_hh``; ``ones (B,)`` int64
-    ones; ``work`` 1-D scratch of at least ``B H`` entries."""
+    ones; ``work`` 1-D scratch of at least ``2 B H`` entries."""
     B, H = h.shape
-    a, _ = take_block(work, 0, B, H)
-    fill_rows(a, bias)
-    matmul_add(x, w_ih_t, a, 0, x.shape[1], 0, H)
-    matmul_add(h, w_hh_t, a, 0, H, 0, H)
-    rnn_cell(a, relu, 0, ones, h)
+    a, end = take_block(work, 0, B, H)
+    xa, _ = take_block(work, end, B, H)
+    matmul_into(x, w_ih_t, xa, 0, x.shape[1], 0, H, False)
+    matmul_into(h, w_hh_t, a, 0, H, 0, H, False)
+    rnn_cell(a, xa, bias, relu, 0, ones, h)
 
 
 @jit
@@ -159,7 +152,7 @@ def rnn_stream(x_flat, buffer, meta):
 
     ``buffer`` and ``meta`` as :func:`stream_layout` reads them, with the flag ``relu``.
     ``pack``: per layer ``w_ih_t (I_l, H)``, ``w_hh_t (H, H)``, ``bias (H,)``, raveled and
-    concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``B H``. ``x_flat`` is
+    concatenated. ``state``: per layer ``h (B, H)``. ``work``: scratch of ``2 B H``. ``x_flat`` is
     the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a NaN or Inf.
     """
     L, B, H, flags, sizes, ones, x, pack, state, work = stream_layout(x_flat, buffer, meta, 1)

@@ -41,16 +41,6 @@ def _steps_matmul(a, b):
     return _threads.matmul(a.reshape(T * B, K), b, out).reshape(T, B, b.shape[1])
 
 
-def _stacked_transpose(w_ih, w_hh):
-    """``[W_ih; W_hh]^T``, ``(I + P, G)`` C-contiguous, from ``w_ih (G, I)`` and ``w_hh (G,
-    P)``: the weights of a step's one product against ``[x_t, h_{t-1}]``."""
-    I = w_ih.shape[1]
-    out = np.empty((I + w_hh.shape[1], w_ih.shape[0]), w_ih.dtype)
-    out[:I] = w_ih.T
-    out[I:] = w_hh.T
-    return out
-
-
 def _input_projection(x, weight):
     """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
     (the kernels add the biases where they read it)."""
@@ -574,7 +564,9 @@ class LSTM(Recurrent):
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         I = x.shape[2]
-        w_xh_t = _stacked_transpose(w["weight_ih"], w["weight_hh"])    # (I + P, 4H)
+        w_xh_t = np.empty((I + P, 4 * H), dt)                            # [W_ih; W_hh]^T
+        w_xh_t[:I] = w["weight_ih"].T
+        w_xh_t[I:] = w["weight_hh"].T
         bias = self._summed_bias(w)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gates,
@@ -699,7 +691,7 @@ class RNN(Recurrent):
         return {**super().config(), "nonlinearity": self.nonlinearity}
 
     def stream_work_size(self):
-        return self.hidden_size
+        return 2 * self.hidden_size
 
     def stream_flags(self):
         return [int(self.nonlinearity == "relu")]
@@ -720,12 +712,12 @@ class RNN(Recurrent):
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
-        I = x.shape[2]
-        w_xh_t = _stacked_transpose(w["weight_ih"], w["weight_hh"])    # (I + H, H)
+        xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
+        bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
-                        (x, w_xh_t, self._summed_bias(w), self.nonlinearity == "relu",
-                         lengths, reverse, h_seq), (H, I + H))
+                        (xw, bias, np.ascontiguousarray(w["weight_hh"].T),
+                         self.nonlinearity == "relu", lengths, reverse, h_seq), (H,))
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}
 
