@@ -5,7 +5,8 @@ projection, ``P = proj_size`` with it). Everything is time-major and C-contiguou
 
 Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
 
-    a_t = [x_t, h_{t-1}] [W_ih; W_hh]^T + (b_ih + b_hh)     (B, 4H)  one product per step
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)         (B, 4H)  x-part precomputed
+                                                   (BLAS steps) or added in the step (tiles)
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c_t = f * c_{t-1} + i * g
     m_t = o * tanh(c_t)
@@ -43,9 +44,11 @@ from ._jit import jit
 
 
 @jit
-def lstm_cell(a, c_prev, t, lengths, gates, c, tanh_c, m):
-    """Gate math of one step for all rows, from the pre-activations ``a (B, 4H)`` (the whole
-    sum ``x_t W_ih^T + h_{t-1} W_hh^T + b``).
+def lstm_cell(a, xw, bias, summed, c_prev, t, lengths, gates, c, tanh_c, m):
+    """Gate math of one step for all rows, from the pre-activations ``a + xw + bias``: ``a
+    (B, 4H)`` the recurrent product (overwritten with the sum), ``xw (B, 4H)`` the input
+    product, ``bias (4H,)`` (summing here saves a pass over memory). ``gates`` may be ``xw``.
+    ``summed``: ``a`` already holds the whole pre-activation (``xw`` and ``bias`` unread).
 
     Writes ``gates (B, 4H)`` (activated i, f, g, o), ``c (B, H)``, ``tanh_c (B, H)`` and
     ``m = o * tanh(c) (B, H)``. Rows past their length copy ``c_prev`` and leave zeros.
@@ -58,7 +61,14 @@ def lstm_cell(a, c_prev, t, lengths, gates, c, tanh_c, m):
             tanh_c[b, :] = 0.0
             m[b, :] = 0.0
             continue
-        lstm_cell_row(a[b], c_prev[b], gates[b], c[b], tanh_c[b], m[b])
+        a_b = a[b]
+        if not summed:
+            x_b = xw[b]
+            # sum into the scratch first: gates may share memory with xw, and a loop that reads
+            # and writes the same array through two names is not vectorised
+            for j in range(4 * H):
+                a_b[j] += x_b[j] + bias[j]
+        lstm_cell_row(a_b, c_prev[b], gates[b], c[b], tanh_c[b], m[b])
 
 
 @jit
@@ -130,21 +140,23 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
-                 c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                 gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
-    In: ``x (T, B, I)``; ``w_xh_t (I + P, 4H)`` = ``W_ih^T`` stacked on ``W_hh^T``; ``bias
-    (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``);
-    ``lengths (B,)`` int64; ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init =
-    T if reverse else 0``. Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1,
-    B, H)``, ``tanh_c (T, B, H)``. Scratch for the block: ``a (b1 - b0, 4H)``, ``m (b1 - b0,
-    H)``, ``xh (b1 - b0, I + P)``.
-
-    Each step copies ``[x_t, h_{t-1}]`` side by side into ``xh`` and adds ``xh W_xh`` onto the
-    bias in ``a``: one product per step (by the BLAS if ``blas``, else by register tiles,
-    :func:`product`), and no ``(T, B, 4H)`` input projection written to memory and read back.
+    In: ``x (T, B, I)``, ``w_ih_t (I, 4H)`` = ``W_ih^T``; with ``blas``, ``xw (T, B, 4H)`` =
+    ``x W_ih^T`` made beforehand by one big product; without, ``xw`` is ``(T, B, 0)`` and each
+    step adds its own ``x_t W_ih^T`` with the tiles, onto the bias (``x W_ih^T`` never goes
+    through memory);
+    ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
+    ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
+    ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
+    Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
+    ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
+    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch for the block:
+    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``. ``blas``: each step's products by the BLAS, else
+    by register tiles (:func:`product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
     ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
@@ -154,49 +166,44 @@ def lstm_forward(x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gate
     """
     T, _, I = x.shape
     lens = lengths[b0:b1]
-    K, G = w_xh_t.shape
-    P = K - I
-    xhp = prepare(w_xh_t, 0, K, 0, G, blas)
+    P, G = w_hh_t.shape
+    ih = prepare(w_ih_t, 0, I, 0, G, blas)
+    hh = prepare(w_hh_t, 0, P, 0, G, blas)
     hr = prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        x_t = x[t, b0:b1]
-        for b in range(xh.shape[0]):
-            row = xh[b]
-            copy_into(row[:I], x_t[b])
-            copy_into(row[I:], h_prev[b])
-        fill_rows(a, bias)
-        product(xh, w_xh_t, xhp, a, 0, K, 0, G, True, blas)
+        if not blas:
+            fill_rows(a, bias)
+            product(x[t, b0:b1], w_ih_t, ih, a, 0, I, 0, G, True, False)
+        product(h_prev, w_hh_t, hh, a, 0, P, 0, G, not blas, blas)
         out = m if has_proj else h_next
-        lstm_cell(a, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1], c_seq[cq, b0:b1],
-                  tanh_c[r, b0:b1], out)
+        lstm_cell(a, xw[t, b0:b1], bias, not blas, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
+                  c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
         if has_proj:
             product(m, w_hr_t, hr, h_next, 0, m.shape[1], 0, P, False, blas)
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
-                      c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward_blas(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                      gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
     False). Same arguments (``blas`` is ignored), same results up to summation order; the gate
     math is the same ``@njit`` :func:`lstm_cell`."""
-    x, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (x, gates, h_seq, c_seq, tanh_c))
+    xw, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (xw, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
-    T, _, I = x.shape
+    T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
-        xh[:, :I] = x[t]
-        xh[:, I:] = h_seq[p]
-        np.matmul(xh, w_xh_t, out=a)
-        a += bias
+        np.matmul(h_seq[p], w_hh_t, out=a)
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r], out)
+        lstm_cell(a, xw[t], bias, False, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r],
+                  out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         if partial:

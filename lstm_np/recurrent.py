@@ -420,13 +420,14 @@ class Recurrent:
             return blocks, min(b1 - b0 for b0, b1 in blocks) >= self.blas_min_rows
         return blocks, self.kernel == "blas"
 
-    def _time_loop(self, batch, kernel, twin, args, scratch):
+    def _time_loop(self, batch, kernel, twin, args, scratch, plan=None):
         """Run the time-loop ``kernel`` as ``kernel(*args, *work, blas, b0, b1)`` over blocks
         of the ``batch`` rows (in parallel threads), ``work`` being one ``(rows, n)`` scratch
-        array per ``n`` in ``scratch``; ``(blocks, blas)`` from :meth:`_plan`. Where the
-        compiled loop cannot call NumPy's BLAS, the BLAS case runs the Python-stepped ``twin``
-        (same arguments) instead."""
-        blocks, blas = self._plan(batch)
+        array per ``n`` in ``scratch``; ``(blocks, blas)`` from ``plan`` (default
+        :meth:`_plan`), for a caller whose arguments depend on ``blas``. Where the compiled loop
+        cannot call NumPy's BLAS, the BLAS case runs the Python-stepped ``twin`` (same
+        arguments) instead."""
+        blocks, blas = self._plan(batch) if plan is None else plan
         if blas and not _blas.FOUND:     # one block: set_num_threads refuses n > 1 then
             kernel = twin
 
@@ -534,11 +535,14 @@ class LSTM(Recurrent):
         T, B, _ = x.shape
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
+        plan = self._plan(B)
+        xw = self._input_part(w, x, plan)                               # (T, B, 4H or 0)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
-        gates = _workspace.empty((T, B, 4 * H), dt)
+        # step t reads xw[t] before writing gates[t]: one buffer, not two
+        gates = xw if plan[1] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
-        self._forward_loop(w, x, lengths, reverse, True, gates, h_seq, c_seq, tanh_c)
+        self._forward_loop(w, x, xw, lengths, reverse, True, gates, h_seq, c_seq, tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -551,26 +555,34 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         cc = np.empty((2, B, H), dt)                                    # c, ping-pong
         cc[0] = state0[1]
-        self._forward_loop(w, x, lengths, reverse, False, np.empty((1, B, 4 * H), dt), h_seq,
-                           cc, np.empty((1, B, H), dt))
+        plan = self._plan(B)
+        self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse, False,
+                           np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
 
-    def _forward_loop(self, w, x, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c):
+    @staticmethod
+    def _input_part(w, x, plan):
+        """``x W_ih^T (T, B, 4H)`` by one big product when the steps use the BLAS (``plan``);
+        else an empty ``(T, B, 0)``: the tiles add each step's ``x_t W_ih^T`` in the loop."""
+        if plan[1]:
+            return _input_projection(x, w["weight_ih"])
+        return np.empty(x.shape[:2] + (0,), x.dtype)
+
+    def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
+                      plan):
         """:func:`~lstm_np.kernels.lstm.lstm_forward` (``keep`` as there) over the batch, in
-        blocks of rows with their own scratch."""
+        blocks of rows with their own scratch, as ``plan`` says."""
         B = h_seq.shape[1]
-        H, P, dt = self.hidden_size, self.output_size, self.dtype
+        H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        I = x.shape[2]
-        w_xh_t = np.empty((I + P, 4 * H), dt)                            # [W_ih; W_hh]^T
-        w_xh_t[:I] = w["weight_ih"].T
-        w_xh_t[I:] = w["weight_hh"].T
+        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        w_ih_t = np.ascontiguousarray(w["weight_ih"].T)
         bias = self._summed_bias(w)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, w_xh_t, bias, w_hr_t, has_proj, lengths, reverse, keep, gates,
-                         h_seq, c_seq, tanh_c), (4 * H, H, I + P))
+                        (x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                         gates, h_seq, c_seq, tanh_c), (4 * H, H), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
