@@ -131,3 +131,34 @@ def test_parity_test_can_fail():
     wrong = good.copy()
     wrong[np.argmax(np.abs(wrong))] *= 1 + 1e-8
     assert max_relative_error(wrong, ref["bias_ih_l0"]) > 1e-10
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_float32_gradients_about_as_close_to_float64_as_torchs(cell):
+    """The issue's accuracy standard, on every kernel path, as far as it holds: over the weight
+    and bias gradients, lstm_np's float32 error against the float64 result is at most torch's
+    float32 error in the median and at most twice it for any one parameter. (Entry by entry it
+    is data-dependent: over eight inputs per cell and path at this shape, lstm_np's error was the
+    larger one in 1-5 of 32 entries, by up to 1.6x, and 0.4-0.7x torch's in the median.) The
+    tiles' first summation, one chain of fused multiply-adds over all of ``K``, failed this
+    (GRU ``bias_ih`` 2.9x torch's error on the tiles path)."""
+    import torch
+    rng = np.random.default_rng(7)
+    T, B, I, H = 40, 32, 32, 128
+    layer64 = make_layer(cell, I, H, dtype=np.float64, seed=1)
+    layer32 = make_layer(cell, I, H, dtype=np.float32, seed=1)
+    layer32.load_state_dict(layer64.params)
+    x = rng.standard_normal((T, B, I))
+    r = rng.standard_normal((T, B, H))
+    _, _, tape = layer64.forward(x)
+    g64 = layer64.backward(tape, r).dparams
+    _, _, tape = layer32.forward(x.astype(np.float32))
+    g32 = layer32.backward(tape, r.astype(np.float32)).dparams
+    module = torch_module(layer32)
+    y, _ = module(torch.from_numpy(x.astype(np.float32)))
+    (y * torch.from_numpy(r.astype(np.float32))).sum().backward()
+    ratios = {name: max_relative_error(g32[name], g64[name])
+              / max_relative_error(getattr(module, name).grad.numpy(), g64[name])
+              for name in layer64.params}
+    assert np.median(list(ratios.values())) <= 1.0, ratios
+    assert max(ratios.values()) <= 2.0, ratios
