@@ -22,6 +22,22 @@ def max_relative_error(actual, expected):
     return float(diff / scale) if scale > 0 else float("inf")
 
 
+def float32_gradients(layer64, x, dy):
+    """How far float32 arithmetic moves the parameter gradients: ``(g64, g32, layer32)``, the
+    gradients of ``L = sum(y * dy)`` from the float64 ``layer64`` and from ``layer32``, a float32
+    copy of it (same architecture, parameters rounded to float32), each a dict name -> array.
+    ``x (T, B, I)`` and ``dy`` (the shape of ``y``) are float64, rounded for the float32 run.
+    Compare entry by entry with :func:`max_relative_error` (the benchmark and the tests set
+    torch's float32 gradients of ``layer32`` beside them)."""
+    layer32 = type(layer64)(**{**layer64.config(), "dtype": np.float32})
+    layer32.load_state_dict(layer64.params)
+    _, _, tape = layer64.forward(x)
+    g64 = layer64.backward(tape, dy).dparams
+    _, _, tape = layer32.forward(x.astype(np.float32))
+    g32 = layer32.backward(tape, dy.astype(np.float32)).dparams
+    return g64, g32, layer32
+
+
 @dataclass
 class GradcheckResult:
     """``errors``: name -> max relative error between analytic and numeric gradient;
