@@ -34,9 +34,8 @@ recurrent products together.
 
 The tile is written in LLVM IR (:func:`_tile_kernel`). The same tile as generated scalar Numba
 code (one local variable per accumulator) ran at 3-5 GFLOP/s: Numba turns off LLVM's SLP
-vectoriser, so the scalars never became vectors. Run as
-plain Python (``NUMBA_DISABLE_JIT=1``) a tile is NumPy, one ``k`` at a time, with the same order
-(but no fused multiply-adds).
+vectoriser, so the scalars never became vectors. Run as plain Python (``NUMBA_DISABLE_JIT=1``)
+a tile is NumPy, one ``k`` at a time, with the same order (but no fused multiply-adds).
 """
 import numba
 import numpy as np
@@ -137,8 +136,9 @@ def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, r
     if width == nt:
         _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
         return
-    for r in range(rows):
-        copy_into(scratch[r, :width], out[b + r, c:c + width])
+    if accumulate:                      # else the tile overwrites scratch: nothing to bring
+        for r in range(rows):
+            copy_into(scratch[r, :width], out[b + r, c:c + width])
     _tile(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate, rows)
     for r in range(rows):
         copy_into(out[b + r, c:c + width], scratch[r, :width])
@@ -177,8 +177,8 @@ def _tile_kernel(rows, spans):
 
     The IR: zero the accumulators, loop over ``k`` (broadcast ``a[r, acol + k]``, load the
     panels' row ``k``, one ``llvm.fma`` per accumulator), then add them to ``out`` (if
-    ``accumulate``) or store them. Nothing is checked: the
-    callers keep every index in range."""
+    ``accumulate``) or store them. Nothing is checked: the callers keep every index in
+    range."""
     @intrinsic
     def tile(typingctx, a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
         def codegen(context, builder, signature, args):
@@ -216,7 +216,6 @@ def _tile_kernel(rows, spans):
                                builder.add(ocol_, const(v * lanes)), vty)
                        for v in range(cols)] for r in range(rows)]
             zero = ir.Constant(vty, None)
-            start = [[zero for _ in row] for row in o_ptrs]
             entry = builder.block
             head = builder.append_basic_block("tile.head")
             body = builder.append_basic_block("tile.body")
@@ -229,7 +228,7 @@ def _tile_kernel(rows, spans):
             acc = [[builder.phi(vty) for _ in range(cols)] for _ in range(rows)]
             for r in range(rows):
                 for v in range(cols):
-                    acc[r][v].add_incoming(start[r][v], entry)
+                    acc[r][v].add_incoming(zero, entry)
             builder.cbranch(builder.icmp_signed("<", k, ke_), body, done)
 
             builder.position_at_end(body)
