@@ -78,7 +78,9 @@ def positive_int(value, what, minimum=1):
 def lengths_array(lengths, batch, steps):
     """Per-sequence lengths as int64 ``(B,)`` with ``1 <= lengths[b] <= T``; ``None`` means all T."""
     if lengths is None:
-        return np.full(batch, steps, dtype=np.int64)
+        arr = np.empty(batch, np.int64)      # (np.full costs several Python calls more)
+        arr.fill(steps)
+        return arr
     arr = to_numpy(lengths, "lengths")
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
         raise TypeError(f"lengths: expected a 1-D array of ints (one per sequence), "

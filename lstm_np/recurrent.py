@@ -324,11 +324,12 @@ class Recurrent:
         x, unbatched = self._check_input(x)
         T, B, _ = x.shape                                   # (T, B, I)
         state0 = self._check_state(state, B, unbatched)
+        all_run = lengths is None                           # every sequence runs all T steps
         lengths = _arrays.lengths_array(lengths, B, T)
+        past_end = None if all_run else _past_end(lengths, T)   # (T, B) or None
         D, P = self.num_directions, self.output_size
         inputs, steps, weights, masks = [], [], [], []
         finals = [np.empty_like(s) for s in state0]
-        past_end = _past_end(lengths, T)                    # (T, B) or None
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
         layer_in = _workspace.copy(x) if training else x
@@ -363,9 +364,10 @@ class Recurrent:
                 y = y * mask
             masks.append(mask)
             layer_in = y
-        tape = Tape(owner=id(self), inputs=inputs, steps=steps, weights=weights,
-                    dropout_masks=masks, lengths=lengths, output_shape=y.shape,
-                    batch_first=self.batch_first, unbatched=unbatched)
+        tape = None if not training else Tape(
+            owner=id(self), inputs=inputs, steps=steps, weights=weights, dropout_masks=masks,
+            lengths=lengths, output_shape=y.shape, batch_first=self.batch_first,
+            unbatched=unbatched)
         return self._to_caller_layout(y, unbatched), self._pack_state(finals, unbatched), tape
 
     def backward(self, tape, dy, dstate=None):
@@ -487,7 +489,7 @@ def _stack_rows(rows):
 
 def _past_end(lengths, T):
     """The ``(T, B)`` mask of steps past each sequence's length, or None when every sequence
-    runs all ``T`` steps (the common case, and then nothing needs masking)."""
+    runs all ``T`` steps (then nothing needs masking)."""
     if lengths.min() >= T:
         return None
     return np.arange(T)[:, None] >= lengths[None, :]
