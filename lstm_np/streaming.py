@@ -16,7 +16,7 @@ passed as it is.
 """
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _workspace
 from .kernels._jit import compiled_for
 
 
@@ -40,7 +40,9 @@ class Stream:
         # one flat buffer: packed weights, state, scratch (kernels._blocks.stream_layout)
         n_pack = sum(np.size(part) for k in range(L) for part in layer.stream_weights(k))
         n_state = L * B * sum(self._sizes)
-        self._buffer = np.zeros(n_pack + n_state + B * layer.stream_work_size(), layer.dtype)
+        self._buffer = _workspace.aligned_empty(
+            (n_pack + n_state + B * layer.stream_work_size(),), layer.dtype)
+        self._buffer[...] = 0.0
         self._pack = self._buffer[:n_pack]
         self._state = self._buffer[n_pack:n_pack + n_state]
         self._meta = np.array([L, B, layer.hidden_size, n_pack, n_pack + n_state,

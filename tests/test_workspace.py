@@ -146,3 +146,23 @@ def test_a_copy_of_a_misaligned_or_strided_source_is_still_a_copy():
     strided = np.arange(2 ** 16, dtype=np.float32).reshape(256, 256)[:, ::2]
     out = _workspace.copy(strided)
     assert out.flags.c_contiguous and np.array_equal(out, strided)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_empty_starts_a_cache_line(dtype):
+    """Every shape, also one whose bytes are not a multiple of the line; the array is C-contiguous,
+    writable and its own (the streams' flat buffers are made so)."""
+    for shape in [(1,), (7,), (3, 5), (2, 3, 4), (1000,)]:
+        arrays = [_workspace.aligned_empty(shape, dtype) for _ in range(8)]
+        for a in arrays:
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            assert a.flags.writeable and a.ctypes.data % _workspace.LINE == 0
+            a[...] = 1.0
+        for a, b in zip(arrays, arrays[1:]):
+            assert not np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_streams_buffer_starts_a_cache_line(cell):
+    stream = make_layer(cell, 5, 8, dtype=np.float32).stream(batch_size=2)
+    assert stream._buffer.ctypes.data % _workspace.LINE == 0
