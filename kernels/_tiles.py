@@ -26,8 +26,7 @@ Arithmetic: for every entry of ``out``, each pass of :data:`DEPTH` rows of ``k``
 of fused multiply-adds in the order ``k = kb, kb + 1, ..`` starting from zero, and the pass's
 sum is then added to ``out`` (``accumulate``, or every pass after the first) or stored. The
 same in every tile, row and column, whatever the vector width: results do not depend on the
-batch size, the block of rows, or where a column falls in a panel (:func:`panel_matmul_pair`
-sums its two sides so too, each from its own first row). Blocked so for accuracy:
+batch size, the block of rows, or where a column falls in a panel. Blocked so for accuracy:
 one chain over all of ``K`` (the first version) carries an error that grows with ``K``, and
 left float32 weight gradients further from float64 than torch's (LSTM ``weight_hh`` at (64,
 64, 256) on the tiles: 4.4e-7 against torch's 3.7e-7), as did one chain over the input and
@@ -99,23 +98,7 @@ def prepare_panels(w, k0, k1, n0, n1):
 def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``prepared = prepare_panels(W, .., n0,
     n1)`` (``K`` the panels' second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a``
-    and ``out`` must be contiguous. Allocates nothing. (:func:`panel_matmul_pair` with
-    nothing after the split.)"""
-    panel_matmul_pair(a, k0, None, 0, prepared[0].shape[1], prepared, out, n0, n1, accumulate)
-
-
-@jit
-def panel_matmul_pair(a, k0, a2, k2, split, prepared, out, n0, n1, accumulate):
-    """``out[:, n0:n1] (+)= [a[:, k0:k0 + split], a2[:, k2:k2 + K - split]] @ W``: the rows of
-    ``W`` before ``split`` multiply ``a``, the others ``a2`` (an input and a state against
-    their stacked weights, without copying the two side by side). ``prepared``, ``accumulate``
-    as in :func:`panel_matmul`.
-
-    Each side is summed in passes of :data:`DEPTH` rows from its own first row, exactly as two
-    :func:`panel_matmul` calls would (so the sums are bitwise theirs), but one sweep over the
-    tiles runs the last pass of ``a`` and the first of ``a2``: the tile adds the first side's
-    sums to ``out`` and starts the second from zero, instead of a second sweep re-reading
-    ``out`` from memory.
+    and ``out`` must be contiguous. Allocates nothing.
 
     Blocks of :data:`ROWS` rows take one panel per tile. A row left over takes :data:`SPANS`
     panels per tile (one row against one panel would give three accumulators, too few to hide
@@ -128,110 +111,86 @@ def panel_matmul_pair(a, k0, a2, k2, split, prepared, out, n0, n1, accumulate):
     full_panels = (n1 - n0) // nt
     if K == 0 and not accumulate:
         zero_columns(out, n0, n1)
-    kb = 0
-    while kb < K:
-        # the pass: rows kb .. ks - 1 from a, then ks .. ke - 1 from a2
-        if kb < split:
-            ks = min(split, kb + DEPTH)
-            ke = min(K, split + DEPTH) if ks == split else ks
-        else:
-            ks = kb
-            ke = min(K, kb + DEPTH)
+    for kb in range(0, K, DEPTH):
+        ke = min(K, kb + DEPTH)
         onto = accumulate or kb > 0
         for p in range(panels.shape[0]):
             for b in range(0, full_rows, ROWS):
-                _tile_block(a, k0, a2, k2 - split, b, panels, p, kb, ks, ke, out, n0, n1, onto,
-                            scratch, ROWS)
+                _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, onto, scratch, ROWS)
         for b in range(full_rows, B):
             p = 0
             while p + SPANS <= full_panels:
-                _tile_row_spans(a, k0, a2, k2 - split, b, panels, p, kb, ks, ke, out, b,
-                                n0 + p * nt, onto)
+                _tile_row_spans(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
                 p += SPANS
             for q in range(p, panels.shape[0]):
-                _tile_block(a, k0, a2, k2 - split, b, panels, q, kb, ks, ke, out, n0, n1, onto,
-                            scratch, 1)
-        kb = ke
+                _tile_block(a, b, k0, panels, q, kb, ke, out, n0, n1, onto, scratch, 1)
 
 
 @jit
-def _tile_block(a, k0, a2, k2, b, panels, p, kb, ks, ke, out, n0, n1, accumulate, scratch, rows):
-    """The tile of panel ``p``, its rows ``kb .. ke - 1`` (from ``a`` before ``ks``, from ``a2``
-    after), for ``rows`` (:data:`ROWS` or 1) rows from ``b``; through ``scratch`` when the panel
-    is the last and narrower than ``NT``."""
+def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, rows):
+    """The tile of panel ``p``, its rows ``kb .. ke - 1``, for ``rows`` (:data:`ROWS` or 1) rows
+    from ``b``; through ``scratch`` when the panel is the last and narrower than ``NT``."""
     nt = panels.shape[2]
     c = n0 + p * nt
     width = min(nt, n1 - c)
     if width == nt:
-        _tile(a, k0, a2, k2, b, panels, p, kb, ks, ke, out, b, c, accumulate, rows)
+        _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
         return
     if accumulate:                      # else the tile overwrites scratch: nothing to bring
         for r in range(rows):
             copy_into(scratch[r, :width], out[b + r, c:c + width])
-    _tile(a, k0, a2, k2, b, panels, p, kb, ks, ke, scratch, 0, 0, accumulate, rows)
+    _tile(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate, rows)
     for r in range(rows):
         copy_into(out[b + r, c:c + width], scratch[r, :width])
 
 
 @jit
-def _tile(a, k0, a2, k2, arow, panels, p, kb, ks, ke, out, orow, ocol, accumulate, rows):
+def _tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows):
     """A one-panel tile of ``rows`` (:data:`ROWS` or 1) rows, chosen at run time."""
     if rows == ROWS:
-        _tile_rows(a, k0, a2, k2, arow, panels, p, kb, ks, ke, out, orow, ocol, accumulate)
+        _tile_rows(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
     else:
-        _tile_row(a, k0, a2, k2, arow, panels, p, kb, ks, ke, out, orow, ocol, accumulate)
+        _tile_row(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
 
 
 def _python_tile(rows, spans):
     """The tile as NumPy (for ``NUMBA_DISABLE_JIT=1``), one ``k`` at a time so that every entry
-    is still one chain in ``k`` order per side (multiply, then add: no fused multiply-add
-    here)."""
-    def tile(a, acol, a2, acol2, arow, panels, p, kb, ks, ke, out, orow, ocol, accumulate):
+    is still one chain in ``k`` order (multiply, then add: no fused multiply-add here)."""
+    def tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
         nt = panels.shape[2]
         o = out[orow:orow + rows, ocol:ocol + spans * nt]
-        onto = accumulate
-        for src, col, lo, hi in ((a, acol, kb, ks), (a2, acol2, ks, ke)):
-            if hi <= lo:
-                continue
-            acc = np.zeros(o.shape, o.dtype)
-            for k in range(lo, hi):
-                acc += src[arow:arow + rows, col + k, None] * panels[p:p + spans, k].reshape(-1)
-            if onto:
-                o += acc
-            else:
-                o[...] = acc
-            onto = True
+        acc = np.zeros(o.shape, o.dtype)
+        for k in range(kb, ke):
+            acc += a[arow:arow + rows, acol + k, None] * panels[p:p + spans, k].reshape(-1)
+        if accumulate:
+            o += acc
+        else:
+            o[...] = acc
     return tile
 
 
 def _tile_kernel(rows, spans):
-    """An intrinsic ``tile(a, acol, a2, acol2, arow, panels, p, kb, ks, ke, out, orow, ocol,
-    accumulate)``: ``out[orow:orow + rows, ocol:ocol + spans NT] (+)= sum_k v[r, k] W[k]`` over
-    ``k = kb .. ke - 1`` with ``W`` the ``spans`` panels ``panels[p:p + spans]`` side by side
-    (``panels (P, K, NT)`` C-contiguous), ``v[r, k] = a[arow + r, acol + k]`` for ``k < ks`` and
-    ``a2[arow + r, acol2 + k]`` from ``ks`` on, in ``rows x spans x VECTORS`` vector
-    accumulators.
+    """An intrinsic ``tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)``:
+    ``out[orow:orow + rows, ocol:ocol + spans NT] (+)= a[arow:arow + rows, acol + kb:acol + ke]
+    @ W[kb:ke]`` with ``W`` the ``spans`` panels ``panels[p:p + spans]`` side by side
+    (``panels (P, K, NT)`` C-contiguous), in ``rows x spans x VECTORS`` vector accumulators.
 
-    The IR: zero the accumulators, loop over ``k`` (broadcast the row's value, load the
+    The IR: zero the accumulators, loop over ``k`` (broadcast ``a[r, acol + k]``, load the
     panels' row ``k``, one ``llvm.fma`` per accumulator), then add them to ``out`` (if
-    ``accumulate``) or store them; with ``a2``, once more for its rows, onto the first side's
-    (a side without rows leaves ``out`` alone). ``a2`` None: one side, one loop (the tile of
-    :func:`panel_matmul`, as small as before the pairs: the tiles are inlined at every product
-    in the time loops, and their size is most of the kernels' first compile). Nothing is
-    checked: the callers keep every index in range."""
+    ``accumulate``) or store them. Nothing is checked: the callers keep every index in
+    range."""
     @intrinsic
-    def tile(typingctx, a, acol, a2, acol2, arow, panels, p, kb, ks, ke, out, orow, ocol,
-             accumulate):
+    def tile(typingctx, a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
         def codegen(context, builder, signature, args):
-            sig = signature.args
-            acol_, acol2_, arow_, p_, kb_, ks_, ke_, orow_, ocol_ = (
-                context.cast(builder, args[i], sig[i], types.intp)
-                for i in (1, 3, 4, 6, 7, 8, 9, 11, 12))
-            acc_flag = context.cast(builder, args[13], sig[13], types.boolean)
-            A = context.make_array(sig[0])(context, builder, args[0])
-            P = context.make_array(sig[5])(context, builder, args[5])
-            O = context.make_array(sig[10])(context, builder, args[10])
-            fty = context.get_value_type(sig[0].dtype)
+            a_ty, p_ty, o_ty = signature.args[0], signature.args[3], signature.args[7]
+            arow_, acol_, p_, kb_, ke_, orow_, ocol_ = (
+                context.cast(builder, args[i], signature.args[i], types.intp)
+                for i in (1, 2, 4, 5, 6, 8, 9))
+            acc_flag = context.cast(builder, args[10], signature.args[10], types.boolean)
+            A = context.make_array(a_ty)(context, builder, args[0])
+            P = context.make_array(p_ty)(context, builder, args[3])
+            O = context.make_array(o_ty)(context, builder, args[7])
+            fty = context.get_value_type(a_ty.dtype)
             size = context.get_abi_sizeof(fty)
             lanes = VECTOR_BYTES // size
             vty = ir.VectorType(fty, lanes)
@@ -257,76 +216,52 @@ def _tile_kernel(rows, spans):
                                builder.add(ocol_, const(v * lanes)), vty)
                        for v in range(cols)] for r in range(rows)]
             zero = ir.Constant(vty, None)
+            entry = builder.block
+            head = builder.append_basic_block("tile.head")
+            body = builder.append_basic_block("tile.body")
+            done = builder.append_basic_block("tile.done")
+            builder.branch(head)
+
+            builder.position_at_end(head)
+            k = builder.phi(i64)
+            k.add_incoming(kb_, entry)
+            acc = [[builder.phi(vty) for _ in range(cols)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(cols):
+                    acc[r][v].add_incoming(zero, entry)
+            builder.cbranch(builder.icmp_signed("<", k, ke_), body, done)
+
+            builder.position_at_end(body)
+            w = []
+            for q in range(spans):
+                row_k = builder.add(builder.mul(builder.add(p_, const(q)), p_stride),
+                                    builder.mul(k, k_stride))
+                w += [builder.load(address(P.data, builder.add(row_k, const(v * lanes * size)),
+                                           vty), align=size) for v in range(VECTORS)]
             broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            pair = not isinstance(sig[2], types.NoneType)      # else one side only
-            zero = ir.Constant(vty, None)
-            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            new = []
+            for r in range(rows):
+                x = builder.load(element(A, builder.add(arow_, const(r)), builder.add(acol_, k),
+                                         fty), align=size)
+                x = builder.insert_element(ir.Constant(vty, ir.Undefined), x,
+                                           ir.Constant(ir.IntType(32), 0))
+                x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), broadcast)
+                new.append([builder.call(fma, [x, w[v], acc[r][v]]) for v in range(cols)])
+            k.add_incoming(builder.add(k, const(1)), builder.block)
+            for r in range(rows):
+                for v in range(cols):
+                    acc[r][v].add_incoming(new[r][v], builder.block)
+            builder.branch(head)
 
-            def chain(src, col0, start, stop):
-                """The loop over ``k = start .. stop - 1`` reading ``src[arow + r, col0 + k]``:
-                the accumulators after it."""
-                entry = builder.block
-                head = builder.append_basic_block("tile.head")
-                body = builder.append_basic_block("tile.body")
-                done = builder.append_basic_block("tile.done")
-                builder.branch(head)
-
-                builder.position_at_end(head)
-                k = builder.phi(i64)
-                k.add_incoming(start, entry)
-                acc = [[builder.phi(vty) for _ in range(cols)] for _ in range(rows)]
-                for r in range(rows):
-                    for v in range(cols):
-                        acc[r][v].add_incoming(zero, entry)
-                builder.cbranch(builder.icmp_signed("<", k, stop), body, done)
-
-                builder.position_at_end(body)
-                w = []
-                for q in range(spans):
-                    row_k = builder.add(builder.mul(builder.add(p_, const(q)), p_stride),
-                                        builder.mul(k, k_stride))
-                    w += [builder.load(address(P.data, builder.add(row_k,
-                                                                   const(v * lanes * size)),
-                                               vty), align=size) for v in range(VECTORS)]
-                new = []
-                for r in range(rows):
-                    x = builder.load(element(src, builder.add(arow_, const(r)),
-                                             builder.add(col0, k), fty), align=size)
-                    x = builder.insert_element(ir.Constant(vty, ir.Undefined), x,
-                                               ir.Constant(ir.IntType(32), 0))
-                    x = builder.shuffle_vector(x, ir.Constant(vty, ir.Undefined), broadcast)
-                    new.append([builder.call(fma, [x, w[v], acc[r][v]]) for v in range(cols)])
-                k.add_incoming(builder.add(k, const(1)), builder.block)
-                for r in range(rows):
-                    for v in range(cols):
-                        acc[r][v].add_incoming(new[r][v], builder.block)
-                builder.branch(head)
-                builder.position_at_end(done)
-                return acc
-
-            def flush(acc, onto):
-                """``out (+)= acc`` (``+`` where ``onto``)."""
-                for r in range(rows):
-                    for v in range(cols):
-                        s = builder.fadd(builder.load(o_ptrs[r][v], align=size), acc[r][v])
-                        builder.store(builder.select(onto, s, acc[r][v]), o_ptrs[r][v],
-                                      align=size)
-
-            if not pair:
-                flush(chain(A, acol_, kb_, ke_), acc_flag)
-                return context.get_dummy_value()
-            A2 = context.make_array(sig[2])(context, builder, args[2])
-            first = builder.icmp_signed("<", kb_, ks_)          # a has rows in this pass
-            acc = chain(A, acol_, kb_, ks_)
-            with builder.if_then(first):
-                flush(acc, acc_flag)
-            acc = chain(A2, acol2_, ks_, ke_)
-            with builder.if_then(builder.icmp_signed("<", ks_, ke_)):
-                flush(acc, builder.or_(acc_flag, first))
+            builder.position_at_end(done)
+            for r in range(rows):
+                for v in range(cols):
+                    onto = builder.fadd(builder.load(o_ptrs[r][v], align=size), acc[r][v])
+                    builder.store(builder.select(acc_flag, onto, acc[r][v]), o_ptrs[r][v],
+                                  align=size)
             return context.get_dummy_value()
 
-        return types.void(a, acol, a2, acol2, arow, panels, p, kb, ks, ke, out, orow, ocol,
-                          accumulate), codegen
+        return types.void(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate), codegen
 
     return tile
 

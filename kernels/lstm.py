@@ -6,7 +6,7 @@ projection, ``P = proj_size`` with it). Everything is time-major and C-contiguou
 Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
 
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)         (B, 4H)  x-part precomputed
-                                 (BLAS steps) or added in the step's one sweep (tiles)
+                                                   (BLAS steps) or added in the step (tiles)
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c_t = f * c_{t-1} + i * g
     m_t = o * tanh(c_t)
@@ -37,11 +37,10 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import gemm, prepare, product
+from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
-from ._tiles import panel_matmul_pair
 
 
 @jit
@@ -141,23 +140,23 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_xh_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
-                 c_seq, tanh_c, a, m, blas, b0, b1):
+def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                 gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
-    In: ``x (T, B, I)``, ``w_xh_t (I + P, 4H)`` = ``W_ih^T`` stacked on ``W_hh^T``; with
-    ``blas``, ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product and each
-    step's ``h_{t-1} W_hh^T`` by the BLAS; without, ``xw`` is ``(T, B, 0)`` and each step adds
-    ``x_t W_ih^T`` and ``h_{t-1} W_hh^T`` onto the bias in one sweep of the register tiles
-    (:func:`~._tiles.panel_matmul_pair`; ``x W_ih^T`` never goes through memory);
-    ``bias (4H,)`` = ``b_ih + b_hh``;
+    In: ``x (T, B, I)``, ``w_ih_t (I, 4H)`` = ``W_ih^T``; with ``blas``, ``xw (T, B, 4H)`` =
+    ``x W_ih^T`` made beforehand by one big product; without, ``xw`` is ``(T, B, 0)`` and each
+    step adds its own ``x_t W_ih^T`` with the tiles, onto the bias (``x W_ih^T`` never goes
+    through memory);
+    ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
     ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch for the block:
-    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``.
+    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``. ``blas``: each step's products by the BLAS, else
+    by register tiles (:func:`product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
     ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
@@ -167,40 +166,35 @@ def lstm_forward(x, w_xh_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, 
     """
     T, _, I = x.shape
     lens = lengths[b0:b1]
-    K, G = w_xh_t.shape
-    P = K - I
-    w_hh_t = w_xh_t[I:]
-    xh = prepare(w_xh_t, 0, K, 0, G, blas)
+    P, G = w_hh_t.shape
+    ih = prepare(w_ih_t, 0, I, 0, G, blas)
+    hh = prepare(w_hh_t, 0, P, 0, G, blas)
     hr = prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        if blas:
-            gemm(h_prev, w_hh_t, a, 0, P, 0, G, 0.0)
-        else:
+        if not blas:
             fill_rows(a, bias)
-            panel_matmul_pair(x[t, b0:b1], 0, h_prev, 0, I, xh, a, 0, G, True)
+            product(x[t, b0:b1], w_ih_t, ih, a, 0, I, 0, G, True, False)
+        product(h_prev, w_hh_t, hh, a, 0, P, 0, G, not blas, blas)
         out = m if has_proj else h_next
         lstm_cell(a, xw[t, b0:b1], bias, not blas, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
-        if has_proj and blas:
-            gemm(m, w_hr_t, h_next, 0, m.shape[1], 0, P, 0.0)
-        elif has_proj:          # a pair with nothing after the split: one compiled tile kind
-            panel_matmul_pair(m, 0, m, 0, m.shape[1], hr, h_next, 0, P, False)
+        if has_proj:
+            product(m, w_hr_t, hr, h_next, 0, m.shape[1], 0, P, False, blas)
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_xh_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates,
-                      h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
+def lstm_forward_blas(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                      gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
     False). Same arguments (``blas`` is ignored), same results up to summation order; the gate
     math is the same ``@njit`` :func:`lstm_cell`."""
     xw, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (xw, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
-    w_hh_t = w_xh_t[x.shape[2]:]
     T = xw.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):

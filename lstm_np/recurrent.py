@@ -47,14 +47,6 @@ def _input_projection(x, weight):
     return _steps_matmul(x, weight.T)
 
 
-def _input_part(w, x, plan):
-    """``x W_ih^T (T, B, G)`` by one big product when the steps use the BLAS (``plan``); else an
-    empty ``(T, B, 0)``: the LSTM's tiles add each step's ``x_t W_ih^T`` in the loop."""
-    if plan[1]:
-        return _input_projection(x, w["weight_ih"])
-    return np.empty(x.shape[:2] + (0,), x.dtype)
-
-
 _CHUNK_ROWS = 128
 
 
@@ -110,16 +102,6 @@ def _sum_rows(dz):
     total = np.zeros(dz.shape[-1], np.float64)
     add_rows_f64(dz.reshape(-1, dz.shape[-1]), total)
     return total.astype(dz.dtype)
-
-
-def _stacked_transpose(w):
-    """``[W_ih^T; W_hh^T]`` ``(I + P, G)``, C-contiguous: the weights of one layer and direction
-    as the forward time loops take them (one copy, both transposes)."""
-    w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-    out = np.empty((w_ih.shape[1] + w_hh.shape[1], w_ih.shape[0]), w_ih.dtype)
-    out[:w_ih.shape[1]] = w_ih.T
-    out[w_ih.shape[1]:] = w_hh.T
-    return out
 
 
 def _backprop_input(dz, weight):
@@ -556,7 +538,7 @@ class LSTM(Recurrent):
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
         plan = self._plan(B)
-        xw = _input_part(w, x, plan)                               # (T, B, 4H or 0)
+        xw = self._input_part(w, x, plan)                               # (T, B, 4H or 0)
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         # step t reads xw[t] before writing gates[t]: one buffer, not two
@@ -576,10 +558,18 @@ class LSTM(Recurrent):
         cc = np.empty((2, B, H), dt)                                    # c, ping-pong
         cc[0] = state0[1]
         plan = self._plan(B)
-        self._forward_loop(w, x, _input_part(w, x, plan), lengths, reverse, False,
+        self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse, False,
                            np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
+
+    @staticmethod
+    def _input_part(w, x, plan):
+        """``x W_ih^T (T, B, 4H)`` by one big product when the steps use the BLAS (``plan``);
+        else an empty ``(T, B, 0)``: the tiles add each step's ``x_t W_ih^T`` in the loop."""
+        if plan[1]:
+            return _input_projection(x, w["weight_ih"])
+        return np.empty(x.shape[:2] + (0,), x.dtype)
 
     def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
                       plan):
@@ -589,9 +579,12 @@ class LSTM(Recurrent):
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
+        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
+        w_ih_t = np.ascontiguousarray(w["weight_ih"].T)
+        bias = self._summed_bias(w)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, _stacked_transpose(w), xw, self._summed_bias(w), w_hr_t, has_proj,
-                         lengths, reverse, keep, gates, h_seq, c_seq, tanh_c), (4 * H, H), plan)
+                        (x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
+                         gates, h_seq, c_seq, tanh_c), (4 * H, H), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape

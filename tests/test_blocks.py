@@ -7,8 +7,8 @@ import pytest
 
 from lstm_np.kernels._blas import prepare, product
 from lstm_np.kernels._blocks import add_rows_f64, matmul_add, take_block
-from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul,
-                                    panel_matmul_pair, panel_width, prepare_panels)
+from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
+                                    prepare_panels)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -117,37 +117,6 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     shifted = np.empty((ROWS, N), dtype)
     panel_matmul(a[1:1 + ROWS], 0, prepared, shifted, 0, N, False)
     assert np.array_equal(shifted, whole[1:1 + ROWS])
-
-
-@pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("B,I,P,N", [(1, 1, 1, 5), (ROWS + 1, 16, 64, SPANS * 24 + 13),
-                                     (2 * ROWS + 3, DEPTH + 5, 7, 40),
-                                     (ROWS, 9, 2 * DEPTH + 3, 24), (3, DEPTH, DEPTH, 30)])
-def test_panel_matmul_pair_is_two_products_in_one_sweep(dtype, accumulate, B, I, P, N):
-    """``[x, h] @ [W_x; W_h]`` from the two arrays against the stacked weights: bitwise the
-    result of ``x @ W_x`` then ``h @ W_h`` added by two :func:`panel_matmul` calls (each side
-    summed in its own passes), also where a side is longer than a pass; the old ``out`` (NaN)
-    is never read without ``accumulate``; columns outside the block are untouched."""
-    rng = np.random.default_rng(B * 1000 + I * 10 + P)
-    k0, k2, n0 = 2, 3, 5
-    x = rng.standard_normal((B, k0 + I + 1)).astype(dtype)
-    h = rng.standard_normal((B, k2 + P + 2)).astype(dtype)
-    w = rng.standard_normal((I + P, n0 + N + 4)).astype(dtype)
-    out = rng.standard_normal((B, n0 + N + 4)).astype(dtype)
-    if not accumulate:
-        out[:, n0:n0 + N] = np.nan
-    before, expected = out.copy(), out.copy()
-    panel_matmul(x, k0, prepare_panels(w, 0, I, n0, n0 + N), expected, n0, n0 + N, accumulate)
-    panel_matmul(h, k2, prepare_panels(w, I, I + P, n0, n0 + N), expected, n0, n0 + N, True)
-    panel_matmul_pair(x, k0, h, k2, I, prepare_panels(w, 0, I + P, n0, n0 + N), out, n0,
-                      n0 + N, accumulate)
-    assert np.array_equal(out, expected)
-    exact = x[:, k0:k0 + I].astype(np.float64) @ w[:I, n0:n0 + N] \
-        + h[:, k2:k2 + P].astype(np.float64) @ w[I:, n0:n0 + N]
-    if accumulate:
-        exact += before[:, n0:n0 + N]
-    assert np.allclose(out[:, n0:n0 + N], exact, rtol=0, atol=TOLERANCE[dtype] * (I + P) * 10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
