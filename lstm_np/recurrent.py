@@ -580,7 +580,8 @@ class LSTM(Recurrent):
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
         w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
-        w_ih_t = np.ascontiguousarray(w["weight_ih"].T)
+        # the BLAS steps read x W_ih^T from xw; only the tiles take W_ih^T itself
+        w_ih_t = np.zeros((0, 4 * H), dt) if plan[1] else np.ascontiguousarray(w["weight_ih"].T)
         bias = self._summed_bias(w)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
