@@ -12,6 +12,12 @@ import numba
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
+#: :data:`jit` plus ``reassoc``, for the one reduction whose result cannot depend on the order of
+#: its terms (:func:`~._blocks.all_finite`: a sum of exact zeros, or NaN): LLVM vectorises a
+#: reduction only when it may reorder it.
+jit_any_order = numba.njit(cache=True, nogil=True, error_model="numpy",
+                           fastmath={"contract", "reassoc"})
+
 
 def compiled_for(kernel, *args):
     """``kernel`` compiled for the types of ``args``, callable without Numba's type dispatch.

@@ -305,7 +305,7 @@ def gru_stream(x_flat, buffer, meta):
     NaN or Inf.
     """
     L, B, H, flags, sizes, ones, x, pack, state, work = stream_layout(x_flat, buffer, meta, 1)
-    if not all_finite(x):
+    if not all_finite(x_flat):
         return False
     reset_after = flags[0] != 0
     off = 0

@@ -311,7 +311,7 @@ def lstm_stream(x_flat, buffer, meta):
     NaN or Inf.
     """
     L, B, H, flags, sizes, _, x, pack, state, work = stream_layout(x_flat, buffer, meta, 2)
-    if not all_finite(x):
+    if not all_finite(x_flat):
         return False
     P = flags[0]
     has_proj = flags[1] != 0

@@ -156,7 +156,7 @@ def rnn_stream(x_flat, buffer, meta):
     the input ``(B, I_0)`` raveled. Returns False, changing nothing, when it has a NaN or Inf.
     """
     L, B, H, flags, sizes, ones, x, pack, state, work = stream_layout(x_flat, buffer, meta, 1)
-    if not all_finite(x):
+    if not all_finite(x_flat):
         return False
     relu = flags[0] != 0
     off = 0

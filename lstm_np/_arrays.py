@@ -5,6 +5,8 @@ what came.
 """
 import numpy as np
 
+from .kernels._blocks import all_finite as _all_finite_1d, all_finite_numpy
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -60,10 +62,21 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{what}: expected shape {want}, got {arr.shape}")
-    if finite and arr.size and not np.isfinite(arr).all():
+    if finite and not all_finite(arr):
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{what}: expected finite values, got {bad} NaN/Inf entries")
     return arr
+
+
+def all_finite(arr):
+    """True when no entry of the array ``arr`` is NaN or +-Inf. A contiguous, writeable float32
+    or float64 array is checked by one compiled vectorised pass (3-4x faster than
+    ``np.isfinite(arr).all()`` at the sizes of a call's input, see
+    :func:`lstm_np.kernels._blocks.all_finite`); anything else by NumPy."""
+    flags = arr.flags
+    if arr.dtype in FLOAT_DTYPES and flags.c_contiguous and flags.writeable and flags.aligned:
+        return _all_finite_1d(arr.reshape(-1))
+    return all_finite_numpy(arr)
 
 
 def positive_int(value, what, minimum=1):

@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from ._arrays import all_finite
 from .errors import FileFormatError
 
 HEADER_KEY = "__header__"
@@ -72,6 +73,6 @@ def expect(arrays, name, shape, dtype, path):
     if tuple(arr.shape) != tuple(shape) or arr.dtype != np.dtype(dtype):
         raise FileFormatError(f"{path}: array {name!r} should be {np.dtype(dtype)} of shape "
                               f"{tuple(shape)}, is {arr.dtype} of shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all_finite(arr):
         raise FileFormatError(f"{path}: array {name!r} has NaN or Inf entries")
     return arr

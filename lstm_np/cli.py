@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import experiments, gradients, plots
+from . import _arrays, experiments, gradients, plots
 from .data import load_sunspots
 from .experiments import Settings
 
@@ -55,7 +55,7 @@ def load_series(csv_path=None, column=None):
             except (TypeError, ValueError):
                 raise SystemExit(f"{csv_path}:{line}: {column}={row[column]!r} is not a number") from None
     values = np.array(values)
-    if not np.isfinite(values).all():
+    if not _arrays.all_finite(values):
         raise SystemExit(f"{csv_path}: column {column!r} has NaN/Inf values")
     return f"{os.path.basename(csv_path)}:{column}", np.arange(len(values)), values
 

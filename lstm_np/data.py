@@ -32,7 +32,7 @@ def _as_series(series, what="series"):
         arr = arr[:, None]
     if arr.ndim != 2:
         raise ValueError(f"{what}: expected shape (N,) or (N, F), got {arr.shape}")
-    if not np.isfinite(arr).all():
+    if not _arrays.all_finite(arr):
         raise ValueError(f"{what}: expected finite values, got NaN/Inf")
     return arr
 

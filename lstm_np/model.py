@@ -141,7 +141,7 @@ class Sequential:
             for name, value in part.items():
                 arr = _arrays.to_numpy(value, f"{i}.{name}")
                 want = layer.params[name]
-                if arr.shape != want.shape or arr.dtype.kind != "f" or not np.isfinite(arr).all():
+                if arr.shape != want.shape or arr.dtype.kind != "f" or not _arrays.all_finite(arr):
                     raise ValueError(f"{i}.{name}: expected finite floats of shape {want.shape}, "
                                      f"got dtype {arr.dtype} and shape {arr.shape}")
                 staged.append((want, arr))
@@ -184,7 +184,7 @@ class Sequential:
         """Chain the layers' backward from the output gradient ``dy`` (same shape as ``y``);
         ``dstates``: gradients of the final states (one per recurrent layer, ``None`` = zeros)."""
         dy = _arrays.to_numpy(dy, "dy")
-        if dy.dtype.kind != "f" or not np.isfinite(dy).all():
+        if dy.dtype.kind != "f" or not _arrays.all_finite(dy):
             raise ValueError(f"dy: expected finite floats, got dtype {dy.dtype}"
                              + ("" if dy.dtype.kind != "f" else " with NaN/Inf entries"))
         recurrent = self.recurrent_layers()

@@ -89,7 +89,7 @@ class Trainer:
         for name, arr in (("x", x), ("y", y)):
             if arr.dtype.kind not in "fiu":
                 raise TypeError(f"{name}: expected numbers, got dtype {arr.dtype}")
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            if arr.dtype.kind == "f" and not _arrays.all_finite(arr):
                 raise ValueError(f"{name}: expected finite values, got NaN/Inf entries")
         if self.stateful and x.shape[0] % self.batch_size:
             raise ValueError(
@@ -151,10 +151,10 @@ class Trainer:
             states = self.store.read()
         out, final_states, tape = self.model.forward(xb, states)
         value, dout = self.loss(out, yb)
-        finite = math.isfinite(value) and np.isfinite(dout).all()
+        finite = math.isfinite(value) and _arrays.all_finite(dout)
         if finite:
             grads = self.model.backward(tape, dout).dparams
-            finite = all(np.isfinite(g).all() for g in grads.values())
+            finite = all(_arrays.all_finite(g) for g in grads.values())
         if not finite:
             where = f"epoch {self.epoch + 1}, batch {self.batch + 1}"
             if self.on_nonfinite == "raise":

@@ -1,12 +1,14 @@
 """The kernels' products (``matmul_add``, their own loops; ``panel_matmul``, the register tiles
 of the time loops; ``product``, which also calls NumPy's BLAS from compiled code) and float64 row
 sums, against float64 NumPy, over every remainder of
-the unrolled loops, sub-blocks of the operands and degenerate shapes."""
+the unrolled loops, sub-blocks of the operands and degenerate shapes; the finite check against
+``np.isfinite``."""
 import numpy as np
 import pytest
 
 from lstm_np.kernels._blas import prepare, product
-from lstm_np.kernels._blocks import add_rows_f64, matmul_add, take_block
+from lstm_np import _arrays
+from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
                                     prepare_panels)
 
@@ -175,3 +177,40 @@ def test_take_block_is_a_view_of_the_flat_buffer(dtype):
     assert empty.shape == (0, 3) and end == 50
     with pytest.raises(IndexError, match="past the end"):
         take_block(pack, 45, 2, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_one_bad_entry_anywhere(dtype, bad):
+    """One NaN or Inf at any place of any length up to 70 (every remainder of the vectorised
+    loop, both ends) is found; the largest finite values, subnormals and -0 are finite."""
+    info = np.finfo(dtype)
+    for n in range(71):
+        x = np.resize(np.array([info.max, -info.max, info.tiny / 4, -0.0, 1.5], dtype), n)
+        assert all_finite(x)
+        for i in range(n):
+            y = x.copy()
+            y[i] = bad
+            assert not all_finite(y), (n, i)
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_arrays_all_finite_on_every_layout(dtype):
+    """``_arrays.all_finite`` agrees with NumPy on C and Fortran order, strided views, read-only
+    and integer arrays (the compiled pass takes C-contiguous writeable floats, NumPy the rest)."""
+    layouts = [lambda a: a, np.asfortranarray, lambda a: a[:, ::2], lambda a: a.transpose(2, 0, 1),
+               _read_only]
+    for bad in (None, np.nan, np.inf):
+        for layout in layouts:
+            base = np.random.default_rng(3).standard_normal((6, 5, 4)).astype(dtype)
+            if bad is not None:
+                base[4, 2, 3] = bad            # inside every layout's view
+            arr = layout(base)
+            assert _arrays.all_finite(arr) is (bad is None), (bad, layout)
+    assert _arrays.all_finite(np.zeros((0, 3), dtype)) is True
+    assert _arrays.all_finite(np.arange(12)) is True
