@@ -124,7 +124,11 @@ def product_blocks(rows, row_size):
 
 def matmul(a, b, out):
     """``out = a @ b`` for 2-D arrays, rows of ``a`` (and ``out``) in parallel blocks."""
+    blocks = product_blocks(a.shape[0], a.shape[1] * b.shape[1])
+    if len(blocks) == 1:
+        return np.matmul(a, b, out=out)
+
     def run(r0, r1):
         np.matmul(a[r0:r1], b, out=out[r0:r1])
-    in_blocks(run, product_blocks(a.shape[0], a.shape[1] * b.shape[1]))
+    in_blocks(run, blocks)
     return out
