@@ -1,7 +1,8 @@
 """Small building blocks shared by the cell kernels: a row-major product, step indexing, masking,
-views of flat buffers.
+views of flat buffers, the finite check.
 
-All functions are ``@njit`` and work in place on arrays the caller owns.
+All functions are ``@njit`` (but :func:`all_finite_numpy`, the finite check as plain NumPy) and
+work in place on arrays the caller owns.
 """
 import numba
 import numpy as np
