@@ -4,9 +4,10 @@
 threads; ``error_model="numpy"`` so a division by zero gives inf/nan instead of raising (and lets
 loops vectorise). ``fastmath={"contract"}`` lets LLVM fuse a multiply and an add into one FMA
 (one rounding instead of two: never less accurate, and the same on every run of one machine).
-No other fast-math flag: ``nnan``/``ninf`` would let LLVM assume finite values and delete the
-very overflow behaviour the gradient checks look at, and ``reassoc`` would make sums depend on
-the vector width.
+Never ``nnan``/``ninf``: they would let LLVM assume finite values and delete the very overflow
+behaviour the gradient checks look at (and the finite check itself). ``reassoc`` makes sums
+depend on the vector width, so only :data:`jit_any_order` has it, for the one sum whose value
+cannot depend on the order of its terms.
 """
 import numba
 

@@ -146,9 +146,9 @@ def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
     In: ``x (T, B, I)``, ``w_ih_t (I, 4H)`` = ``W_ih^T``; with ``blas``, ``xw (T, B, 4H)`` =
-    ``x W_ih^T`` made beforehand by one big product (``w_ih_t`` unread, may be empty); without, ``xw`` is ``(T, B, 0)`` and each
-    step adds its own ``x_t W_ih^T`` with the tiles, onto the bias (``x W_ih^T`` never goes
-    through memory);
+    ``x W_ih^T`` made beforehand by one big product (``w_ih_t`` unread, may be empty);
+    without, ``xw`` is ``(T, B, 0)`` and each step adds its own ``x_t W_ih^T`` with the tiles,
+    onto the bias (``x W_ih^T`` never goes through memory);
     ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
     ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.

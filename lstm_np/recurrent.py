@@ -436,10 +436,7 @@ class Recurrent:
         def run(b0, b1):
             kernel(*args, *[np.empty((b1 - b0, n), self.dtype) for n in scratch], blas, b0, b1)
 
-        if len(blocks) == 1:
-            run(*blocks[0])
-        else:
-            _threads.in_blocks(run, blocks)
+        _threads.in_blocks(run, blocks)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
