@@ -134,6 +134,17 @@ def fill_rows(out, row):
 
 
 @jit
+def side_by_side(out, left, right):
+    """``out = [left, right]``: each row of the 2-D ``out`` the row of ``left`` followed by the
+    row of ``right`` (an LSTM step's ``[x_t, h_{t-1}]``, one operand for one product)."""
+    n = left.shape[1]
+    for b in range(out.shape[0]):
+        row = out[b]
+        copy_into(row[:n], left[b])
+        copy_into(row[n:], right[b])
+
+
+@jit
 def carry_past_end(t, lengths, prev, cur):
     """Rows whose sequence has ended (``t >= lengths[b]``) keep their previous state."""
     for b in range(lengths.shape[0]):

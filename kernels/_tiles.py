@@ -67,6 +67,21 @@ def panel_width(itemsize):
 
 
 @jit
+def passes(K):
+    """Passes of :data:`DEPTH` rows of ``k`` in a product over ``K`` rows."""
+    return -(-K // DEPTH)
+
+
+@jit
+def saves_a_pass(k_a, k_b):
+    """Whether one product over ``k_a + k_b`` rows of ``k`` (two operands side by side) takes
+    fewer passes than the two products on their own: then joining them saves a pass's zeroing
+    and adding of the accumulators, which at a short ``k_a`` (an LSTM's ``x_t W_ih^T`` with
+    ``I = 16``) costs as much as its multiply-adds."""
+    return passes(k_a + k_b) < passes(k_a) + passes(k_b)
+
+
+@jit
 def pack_panels(w, k0, k1, n0, n1):
     """``w[k0:k1, n0:n1]`` as ``(P, K, NT)`` panels, ``P = ceil((n1 - n0) / NT)``: panel ``p``
     holds columns ``n0 + p NT ..`` with zeros past ``n1``."""

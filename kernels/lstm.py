@@ -37,7 +37,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, product
+from ._blas import prepare, prepare_step, product, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -140,23 +140,22 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
-                 gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
+def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
+                 gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
-    In: ``x (T, B, I)``, ``w_ih_t (I, 4H)`` = ``W_ih^T``; with ``blas``, ``xw (T, B, 4H)`` =
-    ``x W_ih^T`` made beforehand by one big product (``w_ih_t`` unread, may be empty);
-    without, ``xw`` is ``(T, B, 0)`` and each step adds its own ``x_t W_ih^T`` with the tiles,
-    onto the bias (``x W_ih^T`` never goes through memory);
-    ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hh_t (P, 4H)``;
-    ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
+    In: ``x (T, B, I)``, ``w_t (I + P, 4H)`` = ``[W_ih^T; W_hh^T]`` (the two transposes one
+    above the other); with ``blas``, ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big
+    product (the ``W_ih^T`` rows unread); without, ``xw`` is ``(T, B, 0)`` and each step makes
+    its whole pre-activation with the tiles (:func:`~._blas.step_product`: ``x W_ih^T`` never
+    goes through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Scratch for the block:
-    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``. ``blas``: each step's products by the BLAS, else
-    by register tiles (:func:`product`).
+    ``a (b1 - b0, 4H)``, ``m (b1 - b0, H)``, ``xh (b1 - b0, I + P)``. ``blas``: each step's
+    products by the BLAS, else by register tiles (:func:`~._blas.product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
     ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
@@ -166,19 +165,15 @@ def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse
     """
     T, _, I = x.shape
     lens = lengths[b0:b1]
-    P, G = w_hh_t.shape
-    ih = prepare(w_ih_t, 0, I, 0, G, blas)
-    hh = prepare(w_hh_t, 0, P, 0, G, blas)
+    P = w_t.shape[0] - I
+    step = prepare_step(w_t, I, blas)
     hr = prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        if not blas:
-            fill_rows(a, bias)
-            product(x[t, b0:b1], w_ih_t, ih, a, 0, I, 0, G, True, False)
-        product(h_prev, w_hh_t, hh, a, 0, P, 0, G, not blas, blas)
+        step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, a, blas)
         out = m if has_proj else h_next
         lstm_cell(a, xw[t, b0:b1], bias, not blas, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
@@ -187,12 +182,13 @@ def lstm_forward(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
-                      gates, h_seq, c_seq, tanh_c, a, m, blas, b0, b1):
+def lstm_forward_blas(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
+                      gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
-    False). Same arguments (``blas`` is ignored), same results up to summation order; the gate
-    math is the same ``@njit`` :func:`lstm_cell`."""
+    False). Same arguments (``blas`` and ``xh`` are ignored), same results up to summation
+    order; the gate math is the same ``@njit`` :func:`lstm_cell`."""
+    w_hh_t = w_t[x.shape[2]:]
     xw, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (xw, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
     T = xw.shape[0]

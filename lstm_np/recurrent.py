@@ -566,10 +566,20 @@ class LSTM(Recurrent):
     @staticmethod
     def _input_part(w, x, plan):
         """``x W_ih^T (T, B, 4H)`` by one big product when the steps use the BLAS (``plan``);
-        else an empty ``(T, B, 0)``: the tiles add each step's ``x_t W_ih^T`` in the loop."""
+        else an empty ``(T, B, 0)``: the tiles make each step's ``x_t W_ih^T`` in the loop
+        (:func:`lstm_np.kernels._blas.step_product`)."""
         if plan[1]:
             return _input_projection(x, w["weight_ih"])
         return np.empty(x.shape[:2] + (0,), x.dtype)
+
+    def _stacked_t(self, w, I):
+        """``[W_ih^T; W_hh^T] (I + P, 4H)``, C-contiguous: the operand of the time loop's step
+        (:func:`lstm_np.kernels._blas.step_product`)."""
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        w_t = np.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
+        w_t[:I] = w_ih.T
+        w_t[I:] = w_hh.T
+        return w_t
 
     def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
                       plan):
@@ -579,13 +589,11 @@ class LSTM(Recurrent):
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        w_hh_t = np.ascontiguousarray(w["weight_hh"].T)
-        # the BLAS steps read x W_ih^T from xw; only the tiles take W_ih^T itself
-        w_ih_t = np.zeros((0, 4 * H), dt) if plan[1] else np.ascontiguousarray(w["weight_ih"].T)
-        bias = self._summed_bias(w)
+        I, P = x.shape[2], self.output_size
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, w_ih_t, xw, bias, w_hh_t, w_hr_t, has_proj, lengths, reverse, keep,
-                         gates, h_seq, c_seq, tanh_c), (4 * H, H), plan)
+                        (x, self._stacked_t(w, I), xw, self._summed_bias(w), w_hr_t, has_proj,
+                         lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
+                        (4 * H, H, I + P), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape

@@ -6,11 +6,11 @@ the unrolled loops, sub-blocks of the operands and degenerate shapes; the finite
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blas import prepare, product
+from lstm_np.kernels._blas import prepare, prepare_step, product, step_product
 from lstm_np import _arrays
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
-                                    prepare_panels)
+                                    prepare_panels, saves_a_pass)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -214,3 +214,44 @@ def test_arrays_all_finite_on_every_layout(dtype):
             assert _arrays.all_finite(arr) is (bad is None), (bad, layout)
     assert _arrays.all_finite(np.zeros((0, 3), dtype)) is True
     assert _arrays.all_finite(np.arange(12)) is True
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, ROWS + 1])
+@pytest.mark.parametrize("I,P,joined", [(5, 7, True), (DEPTH + 2, 5, True), (DEPTH - 28, 40, False),
+                                        (DEPTH, DEPTH, False), (0, 9, False)])
+def test_step_product(dtype, B, I, P, joined):
+    """The LSTM step's product from ``w_t = [W_ih^T; W_hh^T]``: on the tiles ``bias + [x_t, h]
+    w_t``, bitwise one product over the rows side by side when that saves a pass, else bitwise
+    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS ``h W_hh^T`` alone."""
+    assert saves_a_pass(I, P) == joined
+    rng = np.random.default_rng(I * 1000 + P * 10 + B)
+    G = 37
+    x = rng.standard_normal((B, I)).astype(dtype)
+    h = rng.standard_normal((B, P)).astype(dtype)
+    w_t = rng.standard_normal((I + P, G)).astype(dtype)
+    bias = rng.standard_normal(G).astype(dtype)
+    xh = np.full((B, I + P), np.nan, dtype)
+    a = np.full((B, G), np.nan, dtype)
+    prepared = prepare_step(w_t, I, False)
+    assert prepared[0] == joined
+    step_product(x, h, w_t, prepared, bias, xh, a, False)
+    both = np.concatenate([x, h], axis=1).astype(np.float64)
+    expected = bias + both @ w_t
+    scale = 1.0 + np.abs(both) @ np.abs(w_t.astype(np.float64))
+    assert np.all(np.abs(a - expected) <= TOLERANCE[dtype] * (I + P) * scale)
+    alone = np.empty_like(a)
+    alone[:] = bias
+    if joined:
+        panel_matmul(both.astype(dtype), 0, prepare_panels(w_t, 0, I + P, 0, G), alone, 0, G,
+                     True)
+    else:
+        panel_matmul(x, 0, prepare_panels(w_t[:I], 0, I, 0, G), alone, 0, G, True)
+        panel_matmul(h, 0, prepare_panels(w_t[I:], 0, P, 0, G), alone, 0, G, True)
+    assert np.array_equal(a, alone)
+
+    a_blas = np.full((B, G), np.nan, dtype)
+    step_product(x, h, w_t, prepare_step(w_t, I, True), bias, xh, a_blas, True)
+    recurrent = h.astype(np.float64) @ w_t[I:]
+    assert np.all(np.abs(a_blas - recurrent) <= TOLERANCE[dtype] * max(P, 1)
+                  * (1.0 + np.abs(h) @ np.abs(w_t[I:].astype(np.float64))))
