@@ -6,7 +6,7 @@ projection, ``P = proj_size`` with it). Everything is time-major and C-contiguou
 Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
 
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)         (B, 4H)  x-part precomputed
-                                                   (BLAS steps) or added in the step (tiles)
+                                  (BLAS steps) or made in the step (tiles: _blas.step_product)
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c_t = f * c_{t-1} + i * g
     m_t = o * tanh(c_t)
