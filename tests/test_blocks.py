@@ -1,8 +1,8 @@
 """The kernels' products (``matmul_add``, their own loops; ``panel_matmul``, the register tiles
-of the time loops; ``product``, which also calls NumPy's BLAS from compiled code) and float64 row
-sums, against float64 NumPy, over every remainder of
-the unrolled loops, sub-blocks of the operands and degenerate shapes; the finite check against
-``np.isfinite``."""
+of the time loops; ``product``, which also calls NumPy's BLAS from compiled code;
+``step_product``, the LSTM step's joined or separate products) and float64 row sums, against
+float64 NumPy, over every remainder of the unrolled loops, sub-blocks of the operands and
+degenerate shapes; the finite check against ``np.isfinite``."""
 import numpy as np
 import pytest
 
