@@ -17,7 +17,8 @@ two smallest shapes and 3 repeats):
 7. float32 gradient accuracy: max relative error of every weight and bias gradient against the
    float64 result, for lstm_np and for torch.
 
-Every timing is the median of ``--repeats`` runs after a warm-up, lstm_np and torch timed in
+Every timing is the median of ``--repeats`` runs (more for the small rows and fewer for the
+largest, :func:`repeats_for`) after a warm-up, lstm_np and torch timed in
 alternation (with 2 threads: in blocks, see :func:`paired_medians`); ratios are lstm_np / torch
 (below 1: lstm_np is faster). The machine is shared and noisy: read ratios, and re-run a row
 before trusting it.
@@ -165,6 +166,20 @@ def lstm_np_threads(n):
         lstm_np.set_num_threads(1)
 
 
+#: the rows of at most this many ``B * H`` (the two smallest shapes) take SMALL_ROW_FACTOR times
+#: the repeats: their calls last milliseconds, and their medians of five moved by up to 2x
+#: between runs on this VM (torch's as much as lstm_np's), right where the ratios are held to 0.25
+SMALL_ROWS, SMALL_ROW_FACTOR = 512, 5
+
+
+def repeats_for(B, H, repeats):
+    """Timed calls per library for one row: ``repeats``; five times as many for the small rows
+    (:data:`SMALL_ROWS`), half as many (at least 3) from ``B * H = 32768``."""
+    if B * H <= SMALL_ROWS:
+        return repeats * SMALL_ROW_FACTOR
+    return repeats if B * H < 32768 else max(3, repeats // 2)
+
+
 def section_compute(kind, args, rng, lines):
     import torch
     from threadpoolctl import threadpool_limits
@@ -182,7 +197,7 @@ def section_compute(kind, args, rng, lines):
                 for dname in args.dtypes:
                     for B, I, H in args.shapes:
                         ours, theirs = pair(cell, B, I, H, DTYPES[dname], rng)
-                        reps = args.repeats if B * H < 32768 else max(3, args.repeats // 2)
+                        reps = repeats_for(B, H, args.repeats)
                         t_ours, t_theirs = paired_medians(ours, theirs, reps, threads)
                         row = (f"| {cell.upper()} | {dname} | {B}, {I}, {H} | {threads} | "
                                f"{t_ours * 1e3:.3g} | {t_theirs * 1e3:.3g} | "
@@ -438,7 +453,9 @@ def main(argv=None):
              f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
-             f"- medians of {args.repeats} runs (3 for the largest shapes); ratio = lstm_np / torch",
+             f"- medians of {args.repeats} runs ({args.repeats * SMALL_ROW_FACTOR} for B * H <= "
+             f"{SMALL_ROWS}, {max(3, args.repeats // 2)} for the largest shapes); "
+             "ratio = lstm_np / torch",
              "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in four blocks each "
              f"of half that many runs, after a pause and {WARM_UP} s of untimed calls (each "
              "library's idle worker threads spin on the core the other needs; see "
