@@ -177,9 +177,9 @@ def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
 
     Joined, ``(B, I, H) = (8, 16, 64)`` (an LSTM, ``G = 4H``): the product took 9.3 against
     11.0 us a step in float64, 4.6 against 5.5 in float32 (compiled loop); LSTM layers at T = 100
-    0.88-0.93 of the time in inference, 0.95-1.0 in training. Where joining saves no pass it
-    measured the same or slower (``(32, 32, 128)``: 0.97-1.1), so there the products stay
-    apart."""
+    0.88-0.93 of the time in inference, 0.92-1.04 in training. Where joining saves no pass it
+    measured no faster (the product 0.92-1.22 of the two apart at ``(8, 32, 128)``, ``(32, 32,
+    128)`` and ``(32, 128, 128)``), so there the products stay apart."""
     joined, whole, ih, hh = prepared
     K, G = w_t.shape
     I = K - h_prev.shape[1]

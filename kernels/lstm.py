@@ -149,7 +149,8 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
     above the other); with ``blas``, ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big
     product (the ``W_ih^T`` rows unread); without, ``xw`` is ``(T, B, 0)`` and each step makes
     its whole pre-activation with the tiles (:func:`~._blas.step_product`: ``x W_ih^T`` never
-    goes through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
+    goes through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T``
+    (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it

@@ -572,10 +572,11 @@ class LSTM(Recurrent):
             return _input_projection(x, w["weight_ih"])
         return np.empty(x.shape[:2] + (0,), x.dtype)
 
-    def _stacked_t(self, w, I):
+    def _stacked_t(self, w):
         """``[W_ih^T; W_hh^T] (I + P, 4H)``, C-contiguous: the operand of the time loop's step
         (:func:`lstm_np.kernels._blas.step_product`)."""
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        I = w_ih.shape[1]
         w_t = np.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
         w_t[:I] = w_ih.T
         w_t[I:] = w_hh.T
@@ -589,11 +590,10 @@ class LSTM(Recurrent):
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = np.ascontiguousarray(w["weight_hr"].T) if has_proj else np.zeros((1, 1), dt)
-        I, P = x.shape[2], self.output_size
+        w_t = self._stacked_t(w)                        # (I + P, 4H)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, self._stacked_t(w, I), xw, self._summed_bias(w), w_hr_t, has_proj,
-                         lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
-                        (4 * H, H, I + P), plan)
+                        (x, w_t, xw, self._summed_bias(w), w_hr_t, has_proj, lengths, reverse,
+                         keep, gates, h_seq, c_seq, tanh_c), (4 * H, H, w_t.shape[0]), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
