@@ -453,8 +453,8 @@ def main(argv=None):
              f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
-             f"- medians of {args.repeats} runs ({args.repeats * SMALL_ROW_FACTOR} for B * H <= "
-             f"{SMALL_ROWS}, {max(3, args.repeats // 2)} for the largest shapes); "
+             f"- medians of {args.repeats} runs ({repeats_for(1, 1, args.repeats)} for B * H <= "
+             f"{SMALL_ROWS}, {repeats_for(1, 32768, args.repeats)} from B * H = 32768); "
              "ratio = lstm_np / torch",
              "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in four blocks each "
              f"of half that many runs, after a pause and {WARM_UP} s of untimed calls (each "

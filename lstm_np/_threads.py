@@ -125,7 +125,7 @@ def product_blocks(rows, row_size):
 def matmul(a, b, out):
     """``out = a @ b`` for 2-D arrays, rows of ``a`` (and ``out``) in parallel blocks."""
     blocks = product_blocks(a.shape[0], a.shape[1] * b.shape[1])
-    if len(blocks) == 1:
+    if len(blocks) == 1:        # no closure and no row views: 3-5 % of a T = 1 RNN call
         return np.matmul(a, b, out=out)
 
     def run(r0, r1):
