@@ -151,15 +151,36 @@ def product(a, w, prepared, out, k0, k1, n0, n1, accumulate, blas):
 
 
 @jit
+def joins_step(I, P, blas):
+    """Whether a step makes ``[x_t, h_{t-1}] [W_ih^T; W_hh^T]`` as one product over ``I + P``
+    rows of ``k`` (:func:`step_product`) rather than ``h_{t-1} W_hh^T`` with ``x_t W_ih^T``
+    apart.
+
+    - tiles: when that saves a pass (:func:`~._tiles.saves_a_pass`: at ``I + P <= 128`` one
+      pass instead of two). Joined, ``(B, I, H) = (8, 16, 64)``: the product took 9.3 against
+      11.0 us a step in float64, 4.6 against 5.5 in float32 (compiled loop); LSTM layers at
+      T = 100 0.88-0.93 of the time in inference, 0.92-1.04 in training. Where it saves no pass
+      it measured no faster (0.92-1.22 of the two apart at ``(8, 32, 128)``, ``(32, 32, 128)``
+      and ``(32, 128, 128)``).
+    - BLAS: when ``I <= P``; else the caller makes ``x W_ih^T`` for all steps by one big
+      product beforehand. Joined, the big ``(T, B, 4H)`` product never goes through memory:
+      LSTM inference at T = 100 took 0.76-0.83 of the time at ``(128, 32, 128)`` (one and two
+      threads) and ``(64, 16, 64)``, 0.89-0.96 at ``(64, 64, 256)``, 0.90-1.03 at ``(128, 128,
+      512)``; training 0.90 at ``(64, 16, 64)``, 0.90-1.01 at ``(64, 64, 256)``. At ``I = 8P``
+      (``(64, 512, 64)``) float64 took 1.06-1.08 of the time: there one big product over all
+      ``T * B`` rows does the input part better."""
+    return I <= P if blas else saves_a_pass(I, P)
+
+
+@jit
 def prepare_step(w_t, I, blas):
     """What :func:`step_product` takes besides ``w_t = [W_ih^T; W_hh^T] (I + P, G)``: whether
-    the tiles join the step's two products into one (``joined``, when that saves a pass of the
-    tiles, :func:`~._tiles.saves_a_pass`: at ``I + P <= 128`` one pass instead of two), and the
-    packed panels of the whole ``w_t`` (joined) or of its two parts (not joined; with ``blas``
-    only the BLAS reads them, so nothing is packed)."""
+    the step's two products are joined into one (:func:`joins_step`), and the packed panels of
+    the whole ``w_t`` (joined) or of its two parts (not joined); with ``blas`` only the BLAS
+    reads them, so nothing is packed."""
     K, G = w_t.shape
-    joined = not blas and saves_a_pass(I, K - I)
-    return (joined, prepare(w_t, 0, K, 0, G, not joined),
+    joined = joins_step(I, K - I, blas)
+    return (joined, prepare(w_t, 0, K, 0, G, blas or not joined),
             prepare(w_t[:I], 0, I, 0, G, blas or joined),
             prepare(w_t[I:], 0, K - I, 0, G, blas or joined))
 
@@ -167,29 +188,27 @@ def prepare_step(w_t, I, blas):
 @jit
 def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
     """The recurrent step's product ``a (B, G)`` from ``x_t (B, I)``, ``h_prev (B, P)`` and
-    ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (``prepared = prepare_step(w_t, I, blas)``):
+    ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (``prepared = prepare_step(w_t, I, blas)``), by the
+    BLAS (``blas``) or the register tiles:
 
-    - ``blas``: ``a = h_prev W_hh^T`` (the caller made ``x W_ih^T`` for all steps at once and
-      adds it and ``bias`` itself);
-    - else (register tiles): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]`` whole, as one
-      product over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)`` when
-      ``prepared`` says joined, else as ``x_t W_ih^T`` and then ``h_prev W_hh^T``.
+    - joined (:func:`joins_step`): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]``, one product
+      over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)``;
+    - apart, tiles: ``a = bias + x_t W_ih^T + h_prev W_hh^T``, two products;
+    - apart, BLAS: ``a = h_prev W_hh^T`` only (the caller made ``x W_ih^T`` for all steps at
+      once and adds it and ``bias`` itself).
 
-    Joined, ``(B, I, H) = (8, 16, 64)`` (an LSTM, ``G = 4H``): the product took 9.3 against
-    11.0 us a step in float64, 4.6 against 5.5 in float32 (compiled loop); LSTM layers at T = 100
-    0.88-0.93 of the time in inference, 0.92-1.04 in training. Where joining saves no pass it
-    measured no faster (the product 0.92-1.22 of the two apart at ``(8, 32, 128)``, ``(32, 32,
-    128)`` and ``(32, 128, 128)``), so there the products stay apart."""
+    Returns whether ``a`` holds the whole pre-activation (all but the last case)."""
     joined, whole, ih, hh = prepared
     K, G = w_t.shape
     I = K - h_prev.shape[1]
-    if blas:
+    if blas and not joined:
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, False, True)
-        return
+        return False
     fill_rows(a, bias)
     if joined:
         side_by_side(xh, x_t, h_prev)
-        product(xh, w_t, whole, a, 0, K, 0, G, True, False)
+        product(xh, w_t, whole, a, 0, K, 0, G, True, blas)
     else:
         product(x_t, w_t[:I], ih, a, 0, I, 0, G, True, False)
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, True, False)
+    return True

@@ -37,7 +37,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, prepare_step, product, step_product
+from ._blas import joins_step, prepare, prepare_step, product, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -146,10 +146,11 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
     In: ``x (T, B, I)``, ``w_t (I + P, 4H)`` = ``[W_ih^T; W_hh^T]`` (the two transposes one
-    above the other); with ``blas``, ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big
-    product (the ``W_ih^T`` rows unread); without, ``xw`` is ``(T, B, 0)`` and each step makes
-    its whole pre-activation with the tiles (:func:`~._blas.step_product`: ``x W_ih^T`` never
-    goes through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T``
+    above the other); ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product where
+    the BLAS steps keep the two products apart (``blas`` and ``I > P``,
+    :func:`~._blas.joins_step`; the ``W_ih^T`` rows unread), else ``(T, B, 0)``: each step
+    makes its whole pre-activation (:func:`~._blas.step_product`: ``x W_ih^T`` never goes
+    through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T``
     (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
@@ -174,9 +175,9 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, a, blas)
+        summed = step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, a, blas)
         out = m if has_proj else h_next
-        lstm_cell(a, xw[t, b0:b1], bias, not blas, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
+        lstm_cell(a, xw[t, b0:b1], bias, summed, c_seq[cp, b0:b1], t, lens, gates[r, b0:b1],
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
         if has_proj:
             product(m, w_hr_t, hr, h_next, 0, m.shape[1], 0, P, False, blas)
@@ -187,20 +188,26 @@ def lstm_forward_blas(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep
                       gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
-    False). Same arguments (``blas`` and ``xh`` are ignored), same results up to summation
-    order; the gate math is the same ``@njit`` :func:`lstm_cell`."""
-    w_hh_t = w_t[x.shape[2]:]
-    xw, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1] for v in (xw, gates, h_seq, c_seq, tanh_c))
+    False). Same arguments (``blas`` ignored), same results up to summation order; the gate
+    math is the same ``@njit`` :func:`lstm_cell`."""
+    xw, x, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1]
+                                          for v in (xw, x, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
-    T = xw.shape[0]
+    T, _, I = x.shape
+    joined = joins_step(I, w_t.shape[0] - I, True)
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
-        np.matmul(h_seq[p], w_hh_t, out=a)
+        if joined:
+            np.concatenate((x[t], h_seq[p]), axis=1, out=xh)
+            np.matmul(xh, w_t, out=a)
+            a += bias
+        else:
+            np.matmul(h_seq[p], w_t[I:], out=a)
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, False, c_seq[cp], t, lengths, gates[r], c_seq[cq], tanh_c[r],
-                  out)
+        lstm_cell(a, xw[t], bias, joined, c_seq[cp], t, lengths, gates[r], c_seq[cq],
+                  tanh_c[r], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         if partial:

@@ -542,7 +542,7 @@ class LSTM(Recurrent):
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         c_seq = _state_sequence(T, B, H, dt, state0[1], reverse)        # (T+1, B, H)
         # step t reads xw[t] before writing gates[t]: one buffer, not two
-        gates = xw if plan[1] else _workspace.empty((T, B, 4 * H), dt)
+        gates = xw if xw.shape[2] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
         self._forward_loop(w, x, xw, lengths, reverse, True, gates, h_seq, c_seq, tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
@@ -565,11 +565,13 @@ class LSTM(Recurrent):
 
     @staticmethod
     def _input_part(w, x, plan):
-        """``x W_ih^T (T, B, 4H)`` by one big product when the steps use the BLAS (``plan``);
-        else an empty ``(T, B, 0)``: the tiles make each step's ``x_t W_ih^T`` in the loop
+        """``x W_ih^T (T, B, 4H)`` by one big product where the steps use the BLAS (``plan``)
+        and keep ``x_t W_ih^T`` apart (:func:`lstm_np.kernels._blas.joins_step`); else an empty
+        ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
         (:func:`lstm_np.kernels._blas.step_product`)."""
-        if plan[1]:
-            return _input_projection(x, w["weight_ih"])
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        if plan[1] and not _blas.joins_step(w_ih.shape[1], w_hh.shape[1], True):
+            return _input_projection(x, w_ih)
         return np.empty(x.shape[:2] + (0,), x.dtype)
 
     def _stacked_t(self, w):

@@ -6,7 +6,7 @@ degenerate shapes; the finite check against ``np.isfinite``."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blas import prepare, prepare_step, product, step_product
+from lstm_np.kernels._blas import joins_step, prepare, prepare_step, product, step_product
 from lstm_np import _arrays
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
@@ -223,7 +223,8 @@ def test_arrays_all_finite_on_every_layout(dtype):
 def test_step_product(dtype, B, I, P, joined):
     """The LSTM step's product from ``w_t = [W_ih^T; W_hh^T]``: on the tiles ``bias + [x_t, h]
     w_t``, bitwise one product over the rows side by side when that saves a pass, else bitwise
-    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS ``h W_hh^T`` alone."""
+    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS ``bias + [x_t, h] w_t`` where
+    ``I <= P``, else ``h W_hh^T`` alone."""
     assert saves_a_pass(I, P) == joined
     rng = np.random.default_rng(I * 1000 + P * 10 + B)
     G = 37
@@ -251,7 +252,13 @@ def test_step_product(dtype, B, I, P, joined):
     assert np.array_equal(a, alone)
 
     a_blas = np.full((B, G), np.nan, dtype)
-    step_product(x, h, w_t, prepare_step(w_t, I, True), bias, xh, a_blas, True)
-    recurrent = h.astype(np.float64) @ w_t[I:]
-    assert np.all(np.abs(a_blas - recurrent) <= TOLERANCE[dtype] * max(P, 1)
-                  * (1.0 + np.abs(h) @ np.abs(w_t[I:].astype(np.float64))))
+    prepared = prepare_step(w_t, I, True)
+    assert prepared[0] == (I <= P) == joins_step(I, P, True)
+    summed = step_product(x, h, w_t, prepared, bias, xh, a_blas, True)
+    assert summed == prepared[0]
+    if summed:
+        assert np.all(np.abs(a_blas - expected) <= TOLERANCE[dtype] * (I + P) * scale)
+    else:
+        recurrent = h.astype(np.float64) @ w_t[I:]
+        assert np.all(np.abs(a_blas - recurrent) <= TOLERANCE[dtype] * max(P, 1)
+                      * (1.0 + np.abs(h) @ np.abs(w_t[I:].astype(np.float64))))
