@@ -150,6 +150,10 @@ def product(a, w, prepared, out, k0, k1, n0, n1, accumulate, blas):
         panel_matmul(a, k0, prepared, out, n0, n1, accumulate)
 
 
+#: the longest ``k`` (``I + P``) of an LSTM step joined on the BLAS (:func:`joins_step`)
+BLAS_JOIN_MAX_K = 384
+
+
 @jit
 def joins_step(I, P, blas):
     """Whether a step makes ``[x_t, h_{t-1}] [W_ih^T; W_hh^T]`` as one product over ``I + P``
@@ -162,14 +166,16 @@ def joins_step(I, P, blas):
       T = 100 0.88-0.93 of the time in inference, 0.92-1.04 in training. Where it saves no pass
       it measured no faster (0.92-1.22 of the two apart at ``(8, 32, 128)``, ``(32, 32, 128)``
       and ``(32, 128, 128)``).
-    - BLAS: when ``I <= P``; else the caller makes ``x W_ih^T`` for all steps by one big
-      product beforehand. Joined, the big ``(T, B, 4H)`` product never goes through memory:
-      LSTM inference at T = 100 took 0.76-0.83 of the time at ``(128, 32, 128)`` (one and two
-      threads) and ``(64, 16, 64)``, 0.89-0.96 at ``(64, 64, 256)``, 0.90-1.03 at ``(128, 128,
-      512)``; training 0.90 at ``(64, 16, 64)``, 0.90-1.01 at ``(64, 64, 256)``. At ``I = 8P``
-      (``(64, 512, 64)``) float64 took 1.06-1.08 of the time: there one big product over all
-      ``T * B`` rows does the input part better."""
-    return I <= P if blas else saves_a_pass(I, P)
+    - BLAS: when ``I <= P`` and ``I + P <=`` :data:`BLAS_JOIN_MAX_K`; else the caller makes
+      ``x W_ih^T`` for all steps by one big product beforehand. Joined, the big ``(T, B, 4H)``
+      product never goes through memory: LSTM inference at T = 100 took 0.76-0.83 of the time
+      at ``(128, 32, 128)`` (one and two threads) and ``(64, 16, 64)``, 0.89-0.96 at ``(64, 64,
+      256)``; training 0.90 at ``(64, 16, 64)``, 0.90-1.01 at ``(64, 64, 256)``. Apart where
+      joining measured slower: at ``(128, 128, 512)`` (``K = 640``) inference 0.90-1.05 and
+      training 1.01-1.03 of the time (a full run of the benchmark had the float32 training
+      step at 1.03 of torch's), and at ``I = 8P`` (``(64, 512, 64)``) float64 inference
+      1.06-1.08: there one big product over all ``T * B`` rows does the input part better."""
+    return I <= P and I + P <= BLAS_JOIN_MAX_K if blas else saves_a_pass(I, P)
 
 
 @jit

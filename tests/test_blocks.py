@@ -6,7 +6,8 @@ degenerate shapes; the finite check against ``np.isfinite``."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blas import joins_step, prepare, prepare_step, product, step_product
+from lstm_np.kernels._blas import (BLAS_JOIN_MAX_K, joins_step, prepare, prepare_step, product,
+                                   step_product)
 from lstm_np import _arrays
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
@@ -219,12 +220,12 @@ def test_arrays_all_finite_on_every_layout(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B", [1, ROWS + 1])
 @pytest.mark.parametrize("I,P,joined", [(5, 7, True), (DEPTH + 2, 5, True), (DEPTH - 28, 40, False),
-                                        (DEPTH, DEPTH, False), (0, 9, False)])
+                                        (DEPTH, DEPTH, False), (0, 9, False), (100, 300, False)])
 def test_step_product(dtype, B, I, P, joined):
     """The LSTM step's product from ``w_t = [W_ih^T; W_hh^T]``: on the tiles ``bias + [x_t, h]
     w_t``, bitwise one product over the rows side by side when that saves a pass, else bitwise
     ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS ``bias + [x_t, h] w_t`` where
-    ``I <= P``, else ``h W_hh^T`` alone."""
+    ``I <= P`` and ``I + P <= BLAS_JOIN_MAX_K``, else ``h W_hh^T`` alone."""
     assert saves_a_pass(I, P) == joined
     rng = np.random.default_rng(I * 1000 + P * 10 + B)
     G = 37
@@ -253,7 +254,7 @@ def test_step_product(dtype, B, I, P, joined):
 
     a_blas = np.full((B, G), np.nan, dtype)
     prepared = prepare_step(w_t, I, True)
-    assert prepared[0] == (I <= P) == joins_step(I, P, True)
+    assert prepared[0] == (I <= P and I + P <= BLAS_JOIN_MAX_K) == joins_step(I, P, True)
     summed = step_product(x, h, w_t, prepared, bias, xh, a_blas, True)
     assert summed == prepared[0]
     if summed:
