@@ -150,43 +150,56 @@ def product(a, w, prepared, out, k0, k1, n0, n1, accumulate, blas):
         panel_matmul(a, k0, prepared, out, n0, n1, accumulate)
 
 
-#: the longest ``k`` (``I + P``) of an LSTM step joined on the BLAS (:func:`joins_step`)
-BLAS_JOIN_MAX_K = 384
+#: the longest ``k`` (``I + P``) of an LSTM step that makes ``x_t W_ih^T`` in the loop on the
+#: BLAS (:func:`projects_input_first`)
+BLAS_IN_STEP_MAX_K = 384
 
 
 @jit
 def joins_step(I, P, blas):
     """Whether a step makes ``[x_t, h_{t-1}] [W_ih^T; W_hh^T]`` as one product over ``I + P``
-    rows of ``k`` (:func:`step_product`) rather than ``h_{t-1} W_hh^T`` with ``x_t W_ih^T``
-    apart.
+    rows of ``k`` (:func:`step_product`) rather than ``x_t W_ih^T`` and ``h_{t-1} W_hh^T``
+    apart: on the tiles, when that saves a pass (:func:`~._tiles.saves_a_pass`: at
+    ``I + P <= 128`` one pass instead of two). Joined, ``(B, I, H) = (8, 16, 64)``: the product
+    took 9.3 against 11.0 us a step in float64, 4.6 against 5.5 in float32 (compiled loop);
+    LSTM layers at T = 100 0.88-0.93 of the time in inference, 0.92-1.04 in training. Where it
+    saves no pass it measured no faster (0.92-1.22 of the two apart at ``(8, 32, 128)``,
+    ``(32, 32, 128)`` and ``(32, 128, 128)``).
 
-    - tiles: when that saves a pass (:func:`~._tiles.saves_a_pass`: at ``I + P <= 128`` one
-      pass instead of two). Joined, ``(B, I, H) = (8, 16, 64)``: the product took 9.3 against
-      11.0 us a step in float64, 4.6 against 5.5 in float32 (compiled loop); LSTM layers at
-      T = 100 0.88-0.93 of the time in inference, 0.92-1.04 in training. Where it saves no pass
-      it measured no faster (0.92-1.22 of the two apart at ``(8, 32, 128)``, ``(32, 32, 128)``
-      and ``(32, 128, 128)``).
-    - BLAS: when ``I <= P`` and ``I + P <=`` :data:`BLAS_JOIN_MAX_K`; else the caller makes
-      ``x W_ih^T`` for all steps by one big product beforehand. Joined, the big ``(T, B, 4H)``
-      product never goes through memory: LSTM inference at T = 100 took 0.76-0.83 of the time
-      at ``(128, 32, 128)`` (one and two threads) and ``(64, 16, 64)``, 0.89-0.96 at ``(64, 64,
-      256)``; training 0.90 at ``(64, 16, 64)``, 0.90-1.01 at ``(64, 64, 256)``. Apart where
-      joining measured slower: at ``(128, 128, 512)`` (``K = 640``) inference 0.90-1.05 and
-      training 1.01-1.03 of the time (a full run of the benchmark had the float32 training
-      step at 1.03 of torch's), and at ``I = 8P`` (``(64, 512, 64)``) float64 inference
-      1.06-1.08: there one big product over all ``T * B`` rows does the input part better."""
-    return I <= P and I + P <= BLAS_JOIN_MAX_K if blas else saves_a_pass(I, P)
+    Never on the BLAS: there one product over ``I + P`` (one chain of multiply-adds per entry,
+    the bias added after) made float32 gradients less accurate. At ``(64, 64, 256)`` over six
+    inputs the largest relative error of ``dW_hh`` against float64 was 3.4-4.3e-7 joined,
+    2.0-2.9e-7 with the products apart and 3.0-3.8e-7 in torch: joined it was the less
+    accurate of the two libraries in five of six."""
+    return not blas and saves_a_pass(I, P)
+
+
+@jit
+def projects_input_first(I, P, blas):
+    """Whether an LSTM layer makes ``x W_ih^T (T, B, 4H)`` for all steps by one big product
+    before its time loop: on the BLAS, unless ``I <= P`` and ``I + P <=``
+    :data:`BLAS_IN_STEP_MAX_K`. Elsewhere each step makes ``x_t W_ih^T`` itself
+    (:func:`step_product`), and the ``(T, B, 4H)`` product never goes through memory. On the
+    BLAS that took 0.87 (float32) and 0.96 (float64) of the time of LSTM inference at ``(64,
+    64, 256)``, 0.70-0.79 at ``(64, 16, 64)``, 0.76 (float32) at ``(128, 32, 128)``; training
+    0.92-0.95 at ``(64, 16, 64)``, 0.95-0.99 at ``(64, 64, 256)``. Not where it measured slower:
+    at ``(128, 128, 512)`` (``I + P = 640``) float32 training took 1.04 of the time, and at
+    ``I = 8P`` (``(64, 512, 64)``) float64 inference 1.09: there the one big product over all
+    ``T * B`` rows does the input part better."""
+    return blas and not (I <= P and I + P <= BLAS_IN_STEP_MAX_K)
 
 
 @jit
 def prepare_step(w_t, I, blas):
     """What :func:`step_product` takes besides ``w_t = [W_ih^T; W_hh^T] (I + P, G)``: whether
-    the step's two products are joined into one (:func:`joins_step`), and the packed panels of
-    the whole ``w_t`` (joined) or of its two parts (not joined); with ``blas`` only the BLAS
-    reads them, so nothing is packed."""
+    the step's two products are joined into one (:func:`joins_step`), whether the caller made
+    ``x W_ih^T`` before the loop (:func:`projects_input_first`), and the packed panels of the
+    whole ``w_t`` (joined) or of its two parts (not joined); with ``blas`` only the BLAS reads
+    them, so nothing is packed."""
     K, G = w_t.shape
     joined = joins_step(I, K - I, blas)
-    return (joined, prepare(w_t, 0, K, 0, G, blas or not joined),
+    return (joined, projects_input_first(I, K - I, blas),
+            prepare(w_t, 0, K, 0, G, blas or not joined),
             prepare(w_t[:I], 0, I, 0, G, blas or joined),
             prepare(w_t[I:], 0, K - I, 0, G, blas or joined))
 
@@ -197,24 +210,24 @@ def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
     ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (``prepared = prepare_step(w_t, I, blas)``), by the
     BLAS (``blas``) or the register tiles:
 
-    - joined (:func:`joins_step`): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]``, one product
-      over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)``;
-    - apart, tiles: ``a = bias + x_t W_ih^T + h_prev W_hh^T``, two products;
-    - apart, BLAS: ``a = h_prev W_hh^T`` only (the caller made ``x W_ih^T`` for all steps at
-      once and adds it and ``bias`` itself).
+    - joined (tiles, :func:`joins_step`): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]``, one
+      product over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)``;
+    - the input projected first (BLAS, :func:`projects_input_first`): ``a = h_prev W_hh^T``
+      only (the caller made ``x W_ih^T`` for all steps at once and adds it and ``bias``);
+    - else: ``a = bias + x_t W_ih^T + h_prev W_hh^T``, two products in that order.
 
-    Returns whether ``a`` holds the whole pre-activation (all but the last case)."""
-    joined, whole, ih, hh = prepared
+    Returns whether ``a`` holds the whole pre-activation (all but the second case)."""
+    joined, first, whole, ih, hh = prepared
     K, G = w_t.shape
     I = K - h_prev.shape[1]
-    if blas and not joined:
+    if first:
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, False, True)
         return False
     fill_rows(a, bias)
     if joined:
         side_by_side(xh, x_t, h_prev)
-        product(xh, w_t, whole, a, 0, K, 0, G, True, blas)
+        product(xh, w_t, whole, a, 0, K, 0, G, True, False)
     else:
-        product(x_t, w_t[:I], ih, a, 0, I, 0, G, True, False)
-        product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, True, False)
+        product(x_t, w_t[:I], ih, a, 0, I, 0, G, True, blas)
+        product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, True, blas)
     return True

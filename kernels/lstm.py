@@ -37,7 +37,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import joins_step, prepare, prepare_step, product, step_product
+from ._blas import prepare, prepare_step, product, projects_input_first, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -147,11 +147,11 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
 
     In: ``x (T, B, I)``, ``w_t (I + P, 4H)`` = ``[W_ih^T; W_hh^T]`` (the two transposes one
     above the other); ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product where
-    the BLAS steps keep the two products apart (``blas`` and ``I > P``,
-    :func:`~._blas.joins_step`; the ``W_ih^T`` rows unread), else ``(T, B, 0)``: each step
-    makes its whole pre-activation (:func:`~._blas.step_product`: ``x W_ih^T`` never goes
-    through memory); ``bias (4H,)`` = ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T``
-    (ignored unless ``has_proj``); ``lengths (B,)`` int64;
+    :func:`~._blas.projects_input_first` says so (on the BLAS, at ``I > P`` or ``I + P > 384``;
+    the ``W_ih^T`` rows unread), else ``(T, B, 0)``: each step makes its whole pre-activation
+    (:func:`~._blas.step_product`: ``x W_ih^T`` never goes through memory); ``bias (4H,)`` =
+    ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``);
+    ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
@@ -188,25 +188,25 @@ def lstm_forward_blas(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep
                       gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
-    False). Same arguments (``blas`` ignored), same results up to summation order; the gate
-    math is the same ``@njit`` :func:`lstm_cell`."""
+    False). Same arguments (``blas`` and ``xh`` ignored), same results up to summation order;
+    the gate math is the same ``@njit`` :func:`lstm_cell`."""
     xw, x, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1]
                                           for v in (xw, x, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
     T, _, I = x.shape
-    joined = joins_step(I, w_t.shape[0] - I, True)
+    summed = not projects_input_first(I, w_t.shape[0] - I, True)
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
-        if joined:
-            np.concatenate((x[t], h_seq[p]), axis=1, out=xh)
-            np.matmul(xh, w_t, out=a)
+        if summed:                            # bias + x_t W_ih^T + h W_hh^T
+            np.matmul(x[t], w_t[:I], out=a)
             a += bias
+            a += h_seq[p] @ w_t[I:]
         else:
             np.matmul(h_seq[p], w_t[I:], out=a)
         out = m if has_proj else h_seq[q]
-        lstm_cell(a, xw[t], bias, joined, c_seq[cp], t, lengths, gates[r], c_seq[cq],
+        lstm_cell(a, xw[t], bias, summed, c_seq[cp], t, lengths, gates[r], c_seq[cq],
                   tanh_c[r], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])

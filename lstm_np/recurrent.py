@@ -566,11 +566,11 @@ class LSTM(Recurrent):
     @staticmethod
     def _input_part(w, x, plan):
         """``x W_ih^T (T, B, 4H)`` by one big product where the steps use the BLAS (``plan``)
-        and keep ``x_t W_ih^T`` apart (:func:`lstm_np.kernels._blas.joins_step`); else an empty
+        and :func:`lstm_np.kernels._blas.projects_input_first` says so; else an empty
         ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
         (:func:`lstm_np.kernels._blas.step_product`)."""
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        if plan[1] and not _blas.joins_step(w_ih.shape[1], w_hh.shape[1], True):
+        if _blas.projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
             return _input_projection(x, w_ih)
         return np.empty(x.shape[:2] + (0,), x.dtype)
 

@@ -6,8 +6,8 @@ degenerate shapes; the finite check against ``np.isfinite``."""
 import numpy as np
 import pytest
 
-from lstm_np.kernels._blas import (BLAS_JOIN_MAX_K, joins_step, prepare, prepare_step, product,
-                                   step_product)
+from lstm_np.kernels._blas import (BLAS_IN_STEP_MAX_K, joins_step, prepare, prepare_step, product,
+                                   projects_input_first, step_product)
 from lstm_np import _arrays
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
@@ -224,8 +224,9 @@ def test_arrays_all_finite_on_every_layout(dtype):
 def test_step_product(dtype, B, I, P, joined):
     """The LSTM step's product from ``w_t = [W_ih^T; W_hh^T]``: on the tiles ``bias + [x_t, h]
     w_t``, bitwise one product over the rows side by side when that saves a pass, else bitwise
-    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS ``bias + [x_t, h] w_t`` where
-    ``I <= P`` and ``I + P <= BLAS_JOIN_MAX_K``, else ``h W_hh^T`` alone."""
+    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS never joined: ``bias + x_t
+    W_ih^T + h W_hh^T`` where ``I <= P`` and ``I + P <= BLAS_IN_STEP_MAX_K``, else ``h W_hh^T``
+    alone (the layer made ``x W_ih^T`` first)."""
     assert saves_a_pass(I, P) == joined
     rng = np.random.default_rng(I * 1000 + P * 10 + B)
     G = 37
@@ -236,7 +237,7 @@ def test_step_product(dtype, B, I, P, joined):
     xh = np.full((B, I + P), np.nan, dtype)
     a = np.full((B, G), np.nan, dtype)
     prepared = prepare_step(w_t, I, False)
-    assert prepared[0] == joined
+    assert prepared[:2] == (joined, False) and joins_step(I, P, False) == joined
     step_product(x, h, w_t, prepared, bias, xh, a, False)
     both = np.concatenate([x, h], axis=1).astype(np.float64)
     expected = bias + both @ w_t
@@ -254,9 +255,11 @@ def test_step_product(dtype, B, I, P, joined):
 
     a_blas = np.full((B, G), np.nan, dtype)
     prepared = prepare_step(w_t, I, True)
-    assert prepared[0] == (I <= P and I + P <= BLAS_JOIN_MAX_K) == joins_step(I, P, True)
+    first = not (I <= P and I + P <= BLAS_IN_STEP_MAX_K)
+    assert prepared[:2] == (False, first) and projects_input_first(I, P, True) == first
+    assert not projects_input_first(I, P, False)
     summed = step_product(x, h, w_t, prepared, bias, xh, a_blas, True)
-    assert summed == prepared[0]
+    assert summed == (not first)
     if summed:
         assert np.all(np.abs(a_blas - expected) <= TOLERANCE[dtype] * (I + P) * scale)
     else:

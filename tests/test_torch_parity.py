@@ -140,9 +140,10 @@ def test_parity_test_can_fail():
 def test_lstm_step_product_joined_or_not(I, H, joined, dtype):
     """The LSTM's tiled step makes ``[x_t, h_{t-1}] [W_ih^T; W_hh^T]`` as one product when that
     saves a pass of the tiles (here over one pass and over two), else as two; the BLAS step
-    joins them at ``I <= P`` and ``I + P <= 384`` (here ``(16, 64)``), else takes ``x W_ih^T``
-    from one product before the loop. All equal torch, also with a projection (``P = 3``:
-    joined in every case on the tiles, apart on the BLAS), two layers and both directions."""
+    makes both apart at ``I <= P`` and ``I + P <= 384`` (here ``(16, 64)``), else takes
+    ``x W_ih^T`` from one product before the loop. All equal torch, also with a projection
+    (``P = 3``: joined in every case on the tiles, ``x W_ih^T`` first on the BLAS), two layers
+    and both directions."""
     from lstm_np.kernels._tiles import saves_a_pass
     assert saves_a_pass(I, H) == joined
     check_parity("lstm", {}, dtype, T=5, B=5, I=I, H=H)
