@@ -180,12 +180,12 @@ def projects_input_first(I, P, blas):
     before its time loop: on the BLAS, unless ``I <= P`` and ``I + P <=``
     :data:`BLAS_IN_STEP_MAX_K`. Elsewhere each step makes ``x_t W_ih^T`` itself
     (:func:`step_product`), and the ``(T, B, 4H)`` product never goes through memory. On the
-    BLAS that took 0.87 (float32) and 0.96 (float64) of the time of LSTM inference at ``(64,
-    64, 256)``, 0.70-0.79 at ``(64, 16, 64)``, 0.76 (float32) at ``(128, 32, 128)``; training
-    0.92-0.95 at ``(64, 16, 64)``, 0.95-0.99 at ``(64, 64, 256)``. Not where it measured slower:
-    at ``(128, 128, 512)`` (``I + P = 640``) float32 training took 1.04 of the time, and at
-    ``I = 8P`` (``(64, 512, 64)``) float64 inference 1.09: there the one big product over all
-    ``T * B`` rows does the input part better."""
+    BLAS that took 0.87-0.91 (float32) and 0.96-0.99 (float64) of the time of LSTM inference
+    at ``(64, 64, 256)``, 0.70-0.81 at ``(64, 16, 64)``, 0.76 (float32) and 1.00 (float64) at
+    ``(128, 32, 128)``; training 0.92-0.95 at ``(64, 16, 64)``, 0.95-0.99 at ``(64, 64,
+    256)``. Not where it measured slower: at ``(128, 128, 512)`` (``I + P = 640``) float32
+    training took 1.04 of the time, and at ``I = 8P`` (``(64, 512, 64)``) float64 inference
+    1.09: there the one big product over all ``T * B`` rows does the input part better."""
     return blas and not (I <= P and I + P <= BLAS_IN_STEP_MAX_K)
 
 
