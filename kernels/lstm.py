@@ -37,7 +37,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, prepare_step, product, projects_input_first, step_product
+from ._blas import prepare, prepare_step, product, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit
@@ -194,7 +194,7 @@ def lstm_forward_blas(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep
                                           for v in (xw, x, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
     T, _, I = x.shape
-    summed = not projects_input_first(I, w_t.shape[0] - I, True)
+    summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
