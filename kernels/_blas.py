@@ -1,4 +1,5 @@
-"""NumPy's BLAS product, called from inside the compiled time loops.
+"""NumPy's BLAS product, called from inside the compiled time loops (and from
+:func:`sum_outer_f32`, the float32 weight gradients summed in chunks).
 
 A time loop that steps in Python (one ``np.matmul`` per step) needs the GIL between steps, so two
 such loops in two threads keep handing the GIL to each other, and each waits for the other's
@@ -27,7 +28,7 @@ from ._jit import jit
 from ._tiles import panel_matmul, panel_width, prepare_panels, saves_a_pass
 
 _PREFIX = "lstm_np_blas_"
-_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
 
 
 def _numpy_openblas():
@@ -54,11 +55,15 @@ def _gemm_signature(t):
 
 
 def _loop_gemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
-    """Row-major, no-transpose ``C = A B + beta C`` by :func:`~._blocks.matmul_into` (``alpha``
-    is 1 and ``beta`` 0 or 1 in every call of :func:`gemm`). Where no BLAS was found the layers
-    do not call it; it only lets the kernels link."""
-    matmul_into(carray(A, (M, lda)), carray(B, (K, ldb)), carray(C, (M, ldc)), 0, K, 0, N,
-                beta != 0.0)
+    """Row-major ``C = op(A) B + beta C`` by :func:`~._blocks.matmul_into`, ``op(A)`` being
+    ``A`` or (``trans_a``) its transpose (``alpha`` is 1 and ``beta`` 0 or 1 in every call of
+    :func:`gemm` and :func:`gemm_tn`). Where no BLAS was found the time loops do not call it; it
+    lets the kernels link and serves :func:`sum_outer_f32`."""
+    w, out = carray(B, (K, ldb)), carray(C, (M, ldc))
+    if trans_a == _CBLAS_TRANS:
+        matmul_into(carray(A, (K, lda))[:, :M].T, w, out, 0, K, 0, N, beta != 0.0)
+    else:
+        matmul_into(carray(A, (M, lda)), w, out, 0, K, 0, N, beta != 0.0)
 
 
 _lib = _numpy_openblas()
@@ -116,6 +121,81 @@ def _gemm_compiled(a, w, out, k0, k1, n0, n1, beta):
              _leading(w), scalar(beta), out[:, n0:].ctypes, _leading(out))
 
     return impl
+
+
+def gemm_tn(a, w, out, beta):
+    """``out = a^T @ w + beta * out`` for 2-D ``a (N, M)``, ``w (N, K)``, ``out (M, K)`` whose
+    rows are each contiguous (``beta`` 0 or 1; with 0, ``out`` is not read): the product over
+    the rows of ``a`` and ``w`` that weight gradients are made of. Compiled, one
+    ``cblas_?gemm`` call (``a`` transposed by the BLAS) without the GIL; as Python, NumPy's
+    matmul."""
+    if beta == 0.0:
+        np.matmul(a.T, w, out=out)
+    else:
+        out += a.T @ w
+
+
+@overload(gemm_tn, jit_options={"nogil": True})
+def _gemm_tn_compiled(a, w, out, beta):
+    call = _GEMM[a.dtype]
+    scalar = np.float32 if a.dtype == types.float32 else np.float64
+
+    def impl(a, w, out, beta):
+        N, M = a.shape
+        if M == 0 or w.shape[1] == 0:
+            return
+        if N == 0:                        # no terms: BLAS would leave out alone for beta = 1
+            if beta == 0.0:
+                out[:, :] = 0.0
+            return
+        call(np.int32(_CBLAS_ROW_MAJOR), np.int32(_CBLAS_TRANS), np.int32(_CBLAS_NO_TRANS),
+             M, w.shape[1], N, scalar(1.0), a.ctypes, _leading(a), w.ctypes, _leading(w),
+             scalar(beta), out.ctypes, _leading(out))
+
+    return impl
+
+
+#: rows of :func:`sum_outer_f32`'s products: each entry of one is one chain of this many
+#: multiply-adds in float32
+SUM_CHUNK_ROWS = 128
+#: products of :data:`SUM_CHUNK_ROWS` rows that :func:`sum_outer_f32` sums in float32 (the
+#: BLAS adding each onto the last) before it adds them into its float64 total
+SUM_CHUNKS_PER_GROUP = 8
+
+
+@jit
+def sum_outer_f32(dz, v, out, total, g0, g1):
+    """``out[g0:g1] = dz[:, g0:g1]^T v`` for float32 ``dz (N, G)``, ``v (N, K)``, ``out (G, K)``
+    (C-contiguous), ``N = T * B`` large: a weight gradient, summed so that its float32 error
+    does not grow with ``N``. ``total (G, K)`` float64 is scratch (rows ``g0:g1`` used).
+
+    Each product of :data:`SUM_CHUNK_ROWS` rows runs as one BLAS call (one chain of 128
+    multiply-adds per entry); the BLAS adds :data:`SUM_CHUNKS_PER_GROUP` of them up in
+    ``out`` (``beta = 1``), and each such group of 1024 rows is added into ``total`` in
+    float64. Before, every 128-row product went into the float64 total on its own, a pass of
+    the whole ``(G, K)`` float64 total through memory every 128 rows (at ``(N, G, K) =
+    (12800, 2048, 640)`` a third of the time). Old and new alternating, an LSTM's ``dz (T * B,
+    4H)`` against ``[x, h] (T * B, I + H)`` at T = 100 (the BLAS on one thread per block):
+    0.84 of the time on one thread and 0.82 on two at ``(B, I, H) = (128, 128, 512)``,
+    0.89-0.93 at (64, 64, 256), 0.85-0.92 at (32, 32, 128), 0.72-0.83 at (8, 16, 64); float32
+    training steps of the three cells 0.94-0.99 of the time on one thread (one reading of 1.02
+    in this VM's noise), 0.95-1.00 on two. The same accuracy: largest relative error against float64 2.1-2.6e-7
+    both ways on random data (one float32 GEMM over all rows 3.9-4.4e-7); over 72 weight and
+    bias gradients (three cells, (32, 32, 128) and (64, 64, 256), three inputs) lstm_np was
+    less accurate than torch in 5 both before and after. Rows ``g0:g1`` only, so threads can
+    share ``out`` and ``total``."""
+    N = dz.shape[0]
+    block = out[g0:g1]
+    block_total = total[g0:g1]
+    block_total[:, :] = 0.0
+    group = SUM_CHUNK_ROWS * SUM_CHUNKS_PER_GROUP
+    for s in range(0, N, group):
+        e = min(N, s + group)
+        for c in range(s, e, SUM_CHUNK_ROWS):
+            c1 = min(e, c + SUM_CHUNK_ROWS)
+            gemm_tn(dz[c:c1, g0:g1], v[c:c1], block, 0.0 if c == s else 1.0)
+        block_total += block
+    block[:, :] = block_total
 
 
 @register_jitable

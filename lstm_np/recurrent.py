@@ -47,43 +47,32 @@ def _input_projection(x, weight):
     return _steps_matmul(x, weight.T)
 
 
-_CHUNK_ROWS = 128
-
-
 def _sum_outer(dz, v):
     """``sum_t dz_t^T v_t`` over all ``T * B`` rows: ``(G, K)``, in blocks of its rows
     (:func:`lstm_np._threads.product_blocks`).
 
-    float64: one GEMM per block. float32: one GEMM per 128 rows of ``dz``, summed in float64, so
-    the long reduction (``T * B`` terms) does not drift: same flops, and the float32 weight
-    gradients land at least as close to the float64 ones as torch's do (measured over three
-    cells, two shapes and three seeds: with 512-row blocks lstm_np was the less accurate in 22
-    of 72 weight and bias gradients, with 128-row blocks in 2, both RNN biases, at 1.2x)."""
-    dz2 = dz.reshape(-1, dz.shape[-1])
-    v2 = v.reshape(-1, v.shape[-1])
-    rows, G = dz2.shape
+    float64: one GEMM per block. float32: :func:`lstm_np.kernels._blas.sum_outer_f32`, one
+    BLAS product per 128 rows, those summed in float64 (eight at a time), so that the long
+    reduction (``T * B`` terms) does not drift: same flops, and the float32 weight gradients
+    land at least as close to the float64 ones as torch's do (measured over three cells, two
+    shapes and three seeds: with 512-row products summed in float64 lstm_np was the less
+    accurate in 22 of 72 weight and bias gradients, with 128-row ones in 2, both RNN biases, at
+    1.2x)."""
+    G = dz.shape[-1]
+    dz2 = np.ascontiguousarray(dz.reshape(-1, G))
+    v2 = np.ascontiguousarray(v.reshape(-1, v.shape[-1]))
     out = np.empty((G, v2.shape[1]), dz.dtype)
+    if dz.dtype == np.float64:
+        def run(g0, g1):
+            np.matmul(dz2[:, g0:g1].T, v2, out=out[g0:g1])
+    else:
+        total = _workspace.empty(out.shape, np.float64)
 
-    def run(g0, g1):
-        _sum_outer_rows(dz2[:, g0:g1], v2, out[g0:g1])
+        def run(g0, g1):
+            _blas.sum_outer_f32(dz2, v2, out, total, g0, g1)
 
-    _threads.in_blocks(run, _threads.product_blocks(G, rows * v2.shape[1]))
+    _threads.in_blocks(run, _threads.product_blocks(G, dz2.shape[0] * v2.shape[1]))
     return out
-
-
-def _sum_outer_rows(dz2, v2, out):
-    """``out = dz2^T v2`` for ``dz2 (N, g)``, ``v2 (N, K)``, ``out (g, K)``, as
-    :func:`_sum_outer` describes."""
-    rows = dz2.shape[0]
-    if dz2.dtype == np.float64 or rows <= _CHUNK_ROWS:
-        np.matmul(dz2.T, v2, out=out)
-        return
-    total = np.zeros(out.size, np.float64)
-    part = np.empty(out.shape, dz2.dtype)
-    for start in range(0, rows, _CHUNK_ROWS):
-        np.matmul(dz2[start:start + _CHUNK_ROWS].T, v2[start:start + _CHUNK_ROWS], out=part)
-        add_rows_f64(part.reshape(1, -1), total)
-    out[...] = total.reshape(out.shape)
 
 
 def _sum_outer_pair(dz, u, v):
