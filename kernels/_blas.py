@@ -179,11 +179,11 @@ def sum_outer_f32(dz, v, out, total, g0, g1):
     0.84 of the time on one thread and 0.82 on two at ``(B, I, H) = (128, 128, 512)``,
     0.89-0.93 at (64, 64, 256), 0.85-0.92 at (32, 32, 128), 0.72-0.83 at (8, 16, 64); float32
     training steps of the three cells 0.94-0.99 of the time on one thread (one reading of 1.02
-    in this VM's noise), 0.95-1.00 on two. The same accuracy: largest relative error against float64 2.1-2.6e-7
-    both ways on random data (one float32 GEMM over all rows 3.9-4.4e-7); over 72 weight and
-    bias gradients (three cells, (32, 32, 128) and (64, 64, 256), three inputs) lstm_np was
-    less accurate than torch in 5 both before and after. Rows ``g0:g1`` only, so threads can
-    share ``out`` and ``total``."""
+    in this VM's noise), 0.95-1.00 on two. The same accuracy: largest relative error against
+    float64 2.1-2.6e-7 both ways on random data (one float32 GEMM over all rows 3.9-4.4e-7);
+    over 72 weight and bias gradients (three cells, (32, 32, 128) and (64, 64, 256), three
+    inputs) lstm_np was less accurate than torch in 5 both before and after. Rows ``g0:g1``
+    only, so threads can share ``out`` and ``total``."""
     N = dz.shape[0]
     block = out[g0:g1]
     block_total = total[g0:g1]
