@@ -10,6 +10,7 @@ from lstm_np.kernels._blas import (BLAS_IN_STEP_MAX_K, SUM_CHUNK_ROWS, SUM_CHUNK
                                    gemm_tn, joins_step, prepare, prepare_step, product,
                                    projects_input_first, step_product, sum_outer_f32)
 from lstm_np import _arrays
+from lstm_np.kernels import _blas
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
                                     prepare_panels, saves_a_pass)
@@ -151,6 +152,31 @@ def test_gemm_tn(dtype, beta, N):
     scale = 1.0 + np.abs(expected[2:7]) + np.abs(a[:, 3:8].T).astype(np.float64) @ np.abs(w)
     assert np.all(np.abs(out[2:7] - expected[2:7]) <= TOLERANCE[dtype] * max(N, 1) * scale)
     assert np.array_equal(out[:2], expected[:2]) and np.array_equal(out[7:], expected[7:])
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_loop_gemm_fallback(trans_a):
+    """The product the kernels link against where NumPy's BLAS is not its bundled OpenBLAS
+    (``_blas._loop_gemm``, there compiled as a C callback): row-major ``C = op(A) B + beta C``
+    from raw pointers and leading dimensions wider than the rows, ``A`` transposed or not, as
+    :func:`gemm` and :func:`gemm_tn` call it."""
+    import ctypes
+    rng = np.random.default_rng(int(trans_a))
+    M, N, K, lead = 5, 4, 7, 9
+    a = rng.standard_normal((K, lead) if trans_a else (M, lead)).astype(np.float32)
+    w = rng.standard_normal((K, lead)).astype(np.float32)
+    out = rng.standard_normal((M, lead)).astype(np.float32)
+    op_a = a[:, :M].T if trans_a else a[:, :K]
+    expected = out[:, :N] + op_a.astype(np.float64) @ w[:, :N]
+    beyond = out[:, N:].copy()
+
+    def pointer(x):
+        return x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+    _blas._loop_gemm(101, 112 if trans_a else 111, 111, M, N, K, 1.0, pointer(a), lead,
+                     pointer(w), lead, 1.0, pointer(out), lead)
+    assert np.allclose(out[:, :N], expected, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(out[:, N:], beyond)
 
 
 @pytest.mark.parametrize("N", [0, 1, SUM_CHUNK_ROWS - 1, SUM_CHUNK_ROWS + 1,
