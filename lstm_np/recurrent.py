@@ -52,12 +52,12 @@ def _sum_outer(dz, v):
     (:func:`lstm_np._threads.product_blocks`).
 
     float64: one GEMM per block. float32: :func:`lstm_np.kernels._blas.sum_outer_f32`, one
-    BLAS product per 128 rows, those summed in float64 (eight at a time), so that the long
-    reduction (``T * B`` terms) does not drift: same flops, and the float32 weight gradients
-    land at least as close to the float64 ones as torch's do (measured over three cells, two
-    shapes and three seeds: with 512-row products summed in float64 lstm_np was the less
-    accurate in 22 of 72 weight and bias gradients, with 128-row ones in 2, both RNN biases, at
-    1.2x)."""
+    BLAS product per 128 rows, eight of them summed by the BLAS and each such group added in
+    float64, so that the long reduction (``T * B`` terms) does not drift: same flops, and the
+    float32 weight gradients land at least as close to the float64 ones as torch's do
+    (measured over three cells, two shapes and three seeds: with 512-row products summed in
+    float64 lstm_np was the less accurate in 22 of 72 weight and bias gradients, with 128-row
+    ones in 2, both RNN biases, at 1.2x)."""
     G = dz.shape[-1]
     dz2 = np.ascontiguousarray(dz.reshape(-1, G))
     v2 = np.ascontiguousarray(v.reshape(-1, v.shape[-1]))

@@ -1,8 +1,10 @@
 """The kernels' products (``matmul_add``, their own loops; ``panel_matmul``, the register tiles
 of the time loops; ``product``, which also calls NumPy's BLAS from compiled code;
-``step_product``, the LSTM step's joined or separate products) and float64 row sums, against
-float64 NumPy, over every remainder of the unrolled loops, sub-blocks of the operands and
-degenerate shapes; the finite check against ``np.isfinite``."""
+``step_product``, the LSTM step's joined or separate products; ``gemm_tn`` and
+``sum_outer_f32``, the float32 weight gradients' chunked sums; ``_loop_gemm``, the product where
+NumPy's BLAS is another library) and float64 row sums, against float64 NumPy, over every
+remainder of the unrolled loops and chunks, sub-blocks of the operands and degenerate shapes;
+the finite check against ``np.isfinite``."""
 import numpy as np
 import pytest
 
