@@ -5,6 +5,7 @@ of the time loops; ``product``, which also calls NumPy's BLAS from compiled code
 NumPy's BLAS is another library) and float64 row sums, against float64 NumPy, over every
 remainder of the unrolled loops and chunks, sub-blocks of the operands and degenerate shapes;
 the finite check against ``np.isfinite``."""
+import numba
 import numpy as np
 import pytest
 
@@ -159,9 +160,9 @@ def test_gemm_tn(dtype, beta, N):
 @pytest.mark.parametrize("trans_a", [False, True])
 def test_loop_gemm_fallback(trans_a):
     """The product the kernels link against where NumPy's BLAS is not its bundled OpenBLAS
-    (``_blas._loop_gemm``, there compiled as a C callback): row-major ``C = op(A) B + beta C``
-    from raw pointers and leading dimensions wider than the rows, ``A`` transposed or not, as
-    :func:`gemm` and :func:`gemm_tn` call it."""
+    (``_blas._loop_gemm``, compiled here as there into a C callback; plain Python without the
+    JIT): row-major ``C = op(A) B + beta C`` from raw pointers and leading dimensions wider than
+    the rows, ``A`` transposed or not, as :func:`gemm` and :func:`gemm_tn` call it."""
     import ctypes
     rng = np.random.default_rng(int(trans_a))
     M, N, K, lead = 5, 4, 7, 9
@@ -175,8 +176,12 @@ def test_loop_gemm_fallback(trans_a):
     def pointer(x):
         return x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
-    _blas._loop_gemm(101, 112 if trans_a else 111, 111, M, N, K, 1.0, pointer(a), lead,
-                     pointer(w), lead, 1.0, pointer(out), lead)
+    loop_gemm = _blas._loop_gemm
+    if not numba.config.DISABLE_JIT:          # as the kernels link it: a compiled C callback
+        loop_gemm = numba.cfunc(_blas._gemm_signature(numba.types.float32),
+                                cache=False)(loop_gemm).ctypes
+    loop_gemm(101, 112 if trans_a else 111, 111, M, N, K, 1.0, pointer(a), lead, pointer(w),
+              lead, 1.0, pointer(out), lead)
     assert np.allclose(out[:, :N], expected, rtol=1e-5, atol=1e-5)
     assert np.array_equal(out[:, N:], beyond)
 
