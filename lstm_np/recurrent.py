@@ -59,13 +59,14 @@ def _sum_outer(dz, v):
     float64 lstm_np was the less accurate in 22 of 72 weight and bias gradients, with 128-row
     ones in 2, both RNN biases, at 1.2x)."""
     G = dz.shape[-1]
-    dz2 = np.ascontiguousarray(dz.reshape(-1, G))
-    v2 = np.ascontiguousarray(v.reshape(-1, v.shape[-1]))
+    dz2 = dz.reshape(-1, G)
+    v2 = v.reshape(-1, v.shape[-1])
     out = np.empty((G, v2.shape[1]), dz.dtype)
     if dz.dtype == np.float64:
         def run(g0, g1):
             np.matmul(dz2[:, g0:g1].T, v2, out=out[g0:g1])
-    else:
+    else:       # the kernel takes C-contiguous operands (one signature): a copy only for views
+        dz2, v2 = np.ascontiguousarray(dz2), np.ascontiguousarray(v2)
         total = _workspace.empty(out.shape, np.float64)
 
         def run(g0, g1):
