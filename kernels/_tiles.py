@@ -15,18 +15,26 @@ the panels: walking down a column block of the plain ``(K, N)`` weights jumps ``
 bytes per ``k``; at ``N * itemsize = 2-4 KiB`` every row lands in the same cache set and on a
 new page (float64 at ``(32, 128, 512)``, one 4 x 2 tile: 12 GFLOP/s unpacked, 39 packed).
 
-Measured here (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in brackets; the panels
+Measured on a 2-core AVX2 EPYC (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in brackets; the panels
 packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
 ``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68); ``(64, 256, 1024)`` 38 -> 57
 (61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28); 17 -> 35 (34). NumPy's own large
-matmul peaks at about 70 / 32 here. From 64 rows the BLAS's larger blocks win (the layers'
+matmul peaks at about 70 / 32 there. From 64 rows the BLAS's larger blocks win (the layers'
 ``blas_min_rows``).
+
+Vector width: 64-byte vectors (zmm) where the CPU has AVX-512, else 32 (:data:`VECTOR_BYTES`),
+so a panel is 48 float32 or 24 float64 columns there. Measured on a 2-core AVX-512 Xeon
+(GFLOP/s, one thread, 32-byte -> 64-byte tiles): float32 ``(8, 80, 256)`` 74 -> 118,
+``(32, 128, 384)`` 87 -> 147, ``(16, 128, 512)`` 85 -> 116; float64 42 -> 55, 45 -> 61,
+44 -> 57 (NumPy's large matmul there: 148 and 71). Wider panels leave more columns in a last,
+narrower panel, which :func:`_tile_block` gives a tile of its own vectors.
 
 Arithmetic: for every entry of ``out``, each pass of :data:`DEPTH` rows of ``k`` is one chain
 of fused multiply-adds in the order ``k = kb, kb + 1, ..`` starting from zero, and the pass's
 sum is then added to ``out`` (``accumulate``, or every pass after the first) or stored. The
 same in every tile, row and column, whatever the vector width: results do not depend on the
-batch size, the block of rows, or where a column falls in a panel. Blocked so for accuracy:
+batch size, the block of rows, where a column falls in a panel, or the machine's vector width
+(tested: bitwise the same at 16, 32 and 64 bytes). Blocked so for accuracy:
 one chain over all of ``K`` (the first version) carries an error that grows with ``K``, and
 left float32 weight gradients further from float64 than torch's (LSTM ``weight_hh`` at (64,
 64, 256) on the tiles: 4.4e-7 against torch's 3.7e-7), as did one chain over the input and
@@ -46,8 +54,22 @@ from numba.extending import intrinsic
 from ._blocks import copy_into, zero_columns
 from ._jit import jit
 
-#: bytes in one SIMD register the tiles are written for (AVX2; LLVM splits them on SSE machines)
-VECTOR_BYTES = 32
+
+def _vector_bytes():
+    """Bytes in one SIMD register of the CPU that Numba compiles for: 64 with AVX-512 (zmm), else
+    32 (AVX2's ymm; LLVM splits them on older machines). Numba's ``NUMBA_CPU_FEATURES`` when set
+    (a cache built for other machines), else the host's, as Numba itself reads them; Numba keys
+    its on-disk cache by the same CPU name and features, so a kernel compiled with one width is
+    never loaded where the other is chosen."""
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+#: bytes in one SIMD register the tiles are written for (:func:`_vector_bytes`)
+VECTOR_BYTES = _vector_bytes()
 #: rows of ``out`` per tile and registers per row: 12 accumulators hide the FMA latency
 #: (4-5 cycles, 2 per cycle) and leave room for the panel's and ``a``'s values
 ROWS, VECTORS = 4, 3
@@ -117,8 +139,10 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
 
     Blocks of :data:`ROWS` rows take one panel per tile. A row left over takes :data:`SPANS`
     panels per tile (one row against one panel would give three accumulators, too few to hide
-    the FMA latency). A last panel narrower than ``NT`` goes through a small scratch block (a
-    tile reads and writes ``NT`` columns)."""
+    the FMA latency), or two where fewer than :data:`SPANS` are left. A last panel narrower
+    than ``NT`` takes a tile of one or two vectors per row when its width is a whole number of
+    vectors, else goes through a small scratch block (a tile reads and writes ``NT``
+    columns)."""
     panels, scratch = prepared
     B = a.shape[0]
     K, nt = panels.shape[1], panels.shape[2]
@@ -137,6 +161,9 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
             while p + SPANS <= full_panels:
                 _tile_row_spans(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
                 p += SPANS
+            if p + 2 <= full_panels:
+                _tile_row_pair(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
+                p += 2
             for q in range(p, panels.shape[0]):
                 _tile_block(a, b, k0, panels, q, kb, ke, out, n0, n1, onto, scratch, 1)
 
@@ -144,12 +171,19 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
 @jit
 def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, rows):
     """The tile of panel ``p``, its rows ``kb .. ke - 1``, for ``rows`` (:data:`ROWS` or 1) rows
-    from ``b``; through ``scratch`` when the panel is the last and narrower than ``NT``."""
+    from ``b``. A last panel narrower than ``NT``: a tile of its one or two vectors per row where
+    its width is whole vectors, else through ``scratch`` (float64 ``N = 64`` on AVX2, five
+    panels and 4 columns: one step at ``B = 8``, ``K = 64`` took 2.23 us with the 4 columns
+    through the scratch block, 1.67 us for the five panels alone)."""
     nt = panels.shape[2]
     c = n0 + p * nt
     width = min(nt, n1 - c)
     if width == nt:
         _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
+        return
+    lanes = nt // VECTORS
+    if width == lanes or width == 2 * lanes:
+        _tile_narrow(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows, width // lanes)
         return
     if accumulate:                      # else the tile overwrites scratch: nothing to bring
         for r in range(rows):
@@ -168,15 +202,30 @@ def _tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows):
         _tile_row(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
 
 
-def _python_tile(rows, spans):
+@jit
+def _tile_narrow(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows, vectors):
+    """A tile of the first ``vectors`` (1 or 2) vectors of panel ``p``, for ``rows``
+    (:data:`ROWS` or 1) rows, written straight into ``out``."""
+    if rows == ROWS:
+        if vectors == 1:
+            _tile_rows_1(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+        else:
+            _tile_rows_2(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+    elif vectors == 1:
+        _tile_row_1(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+    else:
+        _tile_row_2(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+
+
+def _python_tile(rows, spans, vectors=VECTORS):
     """The tile as NumPy (for ``NUMBA_DISABLE_JIT=1``), one ``k`` at a time so that every entry
     is still one chain in ``k`` order (multiply, then add: no fused multiply-add here)."""
     def tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate):
-        nt = panels.shape[2]
-        o = out[orow:orow + rows, ocol:ocol + spans * nt]
+        cols = panels.shape[2] * vectors // VECTORS          # columns of each panel
+        o = out[orow:orow + rows, ocol:ocol + spans * cols]
         acc = np.zeros(o.shape, o.dtype)
         for k in range(kb, ke):
-            acc += a[arow:arow + rows, acol + k, None] * panels[p:p + spans, k].reshape(-1)
+            acc += a[arow:arow + rows, acol + k, None] * panels[p:p + spans, k, :cols].reshape(-1)
         if accumulate:
             o += acc
         else:
@@ -184,11 +233,13 @@ def _python_tile(rows, spans):
     return tile
 
 
-def _tile_kernel(rows, spans):
+def _tile_kernel(rows, spans, vectors=VECTORS, vector_bytes=VECTOR_BYTES):
     """An intrinsic ``tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)``:
     ``out[orow:orow + rows, ocol:ocol + spans NT] (+)= a[arow:arow + rows, acol + kb:acol + ke]
     @ W[kb:ke]`` with ``W`` the ``spans`` panels ``panels[p:p + spans]`` side by side
-    (``panels (P, K, NT)`` C-contiguous), in ``rows x spans x VECTORS`` vector accumulators.
+    (``panels (P, K, NT)`` C-contiguous), in ``rows x spans x vectors`` vector accumulators of
+    ``vector_bytes`` bytes. ``NT`` is ``VECTORS * vector_bytes / itemsize``; a one-panel tile
+    with fewer ``vectors`` (or narrower ones, in a test) makes the panel's first columns only.
 
     The IR: zero the accumulators, loop over ``k`` (broadcast ``a[r, acol + k]``, load the
     panels' row ``k``, one ``llvm.fma`` per accumulator), then add them to ``out`` (if
@@ -207,10 +258,10 @@ def _tile_kernel(rows, spans):
             O = context.make_array(o_ty)(context, builder, args[7])
             fty = context.get_value_type(a_ty.dtype)
             size = context.get_abi_sizeof(fty)
-            lanes = VECTOR_BYTES // size
+            lanes = vector_bytes // size
             vty = ir.VectorType(fty, lanes)
             i64 = ir.IntType(64)
-            cols = spans * VECTORS                     # vectors per row of the tile
+            cols = spans * vectors                     # vectors per row of the tile
 
             def const(v):
                 return ir.Constant(i64, v)
@@ -252,7 +303,7 @@ def _tile_kernel(rows, spans):
                 row_k = builder.add(builder.mul(builder.add(p_, const(q)), p_stride),
                                     builder.mul(k, k_stride))
                 w += [builder.load(address(P.data, builder.add(row_k, const(v * lanes * size)),
-                                           vty), align=size) for v in range(VECTORS)]
+                                           vty), align=size) for v in range(vectors)]
             broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             new = []
             for r in range(rows):
@@ -285,3 +336,8 @@ _make = _python_tile if numba.config.DISABLE_JIT else _tile_kernel
 _tile_rows = _make(ROWS, 1)           # ROWS rows x one panel
 _tile_row = _make(1, 1)               # one row x one panel
 _tile_row_spans = _make(1, SPANS)     # one row x SPANS panels
+_tile_row_pair = _make(1, 2)          # one row x two panels
+_tile_rows_1 = _make(ROWS, 1, 1)      # the first one or two vectors of a panel (a narrow last one)
+_tile_rows_2 = _make(ROWS, 1, 2)
+_tile_row_1 = _make(1, 1, 1)
+_tile_row_2 = _make(1, 1, 2)

@@ -15,7 +15,8 @@ from lstm_np.kernels._blas import (BLAS_IN_STEP_MAX_K, SUM_CHUNK_ROWS, SUM_CHUNK
 from lstm_np import _arrays
 from lstm_np.kernels import _blas
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
-from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, pack_panels, panel_matmul, panel_width,
+from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, VECTOR_BYTES, VECTORS, _tile_kernel,
+                                    _vector_bytes, pack_panels, panel_matmul, panel_width,
                                     prepare_panels, saves_a_pass)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
@@ -48,8 +49,8 @@ def test_pack_panels_layout(dtype):
     """Panel ``p`` holds columns ``n0 + p NT ..`` of the block, rows ``k0 .. k1``, and zeros past
     the block's last column."""
     nt = panel_width(np.dtype(dtype).itemsize)
-    assert nt * np.dtype(dtype).itemsize == 96
-    w = np.arange(9 * 70, dtype=dtype).reshape(9, 70)
+    assert nt * np.dtype(dtype).itemsize == VECTORS * VECTOR_BYTES
+    w = np.arange(9 * (2 * nt + 12), dtype=dtype).reshape(9, 2 * nt + 12)
     k0, k1, n0, n1 = 2, 7, 3, 3 + 2 * nt + 5
     panels = pack_panels(w, k0, k1, n0, n1)
     assert panels.shape == (3, k1 - k0, nt)
@@ -58,11 +59,18 @@ def test_pack_panels_layout(dtype):
     assert not joined[:, n1 - n0:].any()
 
 
-# rows: blocks of ROWS and single rows; K: one pass, a pass boundary, several; N: a panel, a
-# short last panel, one-row spans of SPANS panels with and without a remainder
-PANEL_SHAPES = [(1, 1, 1), (1, 7, 3), (3, 5, 25), (ROWS, 1, 24), (ROWS + 1, 9, 30),
-                (2 * ROWS + 1, DEPTH + 3, SPANS * 24 + 5), (ROWS, 2 * DEPTH + 1, 13),
-                (1, DEPTH, SPANS * 12), (ROWS + 3, 0, 10), (6, 40, 0)]
+
+
+def panel_shapes(nt):
+    """``(B, K, N)`` cases for panels of ``nt`` columns. Rows: blocks of ROWS and single rows;
+    K: one pass, a pass boundary, several; N: within one panel, exactly a panel, a short last
+    panel, one-row spans of SPANS panels with and without a remainder, none."""
+    lanes = nt // VECTORS                 # a last panel of one or two vectors: a narrow tile
+    return [(1, 1, 1), (1, 7, 3), (3, 5, nt + 1), (ROWS, 1, nt), (ROWS + 1, 9, nt + 6),
+            (2 * ROWS + 1, DEPTH + 3, SPANS * nt + 5), (ROWS, 2 * DEPTH + 1, nt // 2 + 1),
+            (1, DEPTH, SPANS * nt), (1, 3, 2 * SPANS * nt - 1), (ROWS + 3, 0, 10), (6, 40, 0),
+            (ROWS + 1, 9, nt + lanes), (ROWS, DEPTH + 1, 2 * nt + 2 * lanes), (1, 5, lanes),
+            (1, 5, 3 * nt + lanes), (1, 6, 2 * nt), (ROWS + 2, 7, SPANS * nt + 2 * nt + 2 * lanes)]
 
 
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -72,7 +80,7 @@ def test_panel_matmul(dtype, accumulate):
     float64 NumPy; without ``accumulate`` the old ``out`` (NaN) is never read; columns outside
     ``n0:n1`` are untouched."""
     rng = np.random.default_rng(7)
-    for B, K, N in PANEL_SHAPES:
+    for B, K, N in panel_shapes(panel_width(np.dtype(dtype).itemsize)):
         k0, n0 = 3, 2
         a, w, out, expected = _product_case(rng, dtype, B, K, N, k0, n0, accumulate)
         panel_matmul(a, k0, prepare_panels(w, k0, k0 + K, n0, n0 + N), out, n0, n0 + N,
@@ -112,7 +120,7 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     left over, and whatever the batch: each entry is one chain of multiply-adds in ``k`` order
     (the threads' blocks of rows rely on this)."""
     rng = np.random.default_rng(1)
-    K, N = DEPTH + 37, SPANS * 24 + 7
+    K, N = DEPTH + 37, SPANS * panel_width(np.dtype(dtype).itemsize) + 7
     a = rng.standard_normal((2 * ROWS + 1, K)).astype(dtype)
     w = rng.standard_normal((K, N)).astype(dtype)
     prepared = prepare_panels(w, 0, K, 0, N)
@@ -125,6 +133,47 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     shifted = np.empty((ROWS, N), dtype)
     panel_matmul(a[1:1 + ROWS], 0, prepared, shifted, 0, N, False)
     assert np.array_equal(shifted, whole[1:1 + ROWS])
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compares compiled tiles of several "
+                    "vector widths; as plain Python a tile has no vectors")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiles_give_the_same_bits_at_every_vector_width(dtype):
+    """A model's outputs do not depend on the machine's vector width (:func:`_vector_bytes`): a
+    tile of 16-, 32- and (where the CPU has them) 64-byte vectors gives bitwise the same
+    entries, each one chain of fused multiply-adds in ``k`` order."""
+    rng = np.random.default_rng(11)
+    nt = panel_width(np.dtype(dtype).itemsize)
+    K = DEPTH + 5
+    a = rng.standard_normal((ROWS, K)).astype(dtype)
+    panels = pack_panels(rng.standard_normal((K, nt)).astype(dtype), 0, K, 0, nt)
+    results = {}
+    for width in sorted({16, 32, VECTOR_BYTES}):
+        tile = _tile_kernel(ROWS, 1, VECTORS, width)
+
+        @numba.njit
+        def run(a, panels, out):
+            tile(a, 0, 0, panels, 0, 0, panels.shape[1], out, 0, 0, False)
+
+        out = np.full((ROWS, nt), np.nan, dtype)
+        run(a, panels, out)
+        results[width] = out[:, :VECTORS * width // np.dtype(dtype).itemsize]
+    assert len(results) >= 2
+    narrowest = results[16]
+    for width, out in results.items():
+        assert not np.isnan(out).any(), width
+        assert np.array_equal(out, results[max(results)][:, :out.shape[1]]), width
+    assert np.allclose(narrowest, a.astype(np.float64) @ panels[0, :, :narrowest.shape[1]],
+                       rtol=0, atol=TOLERANCE[dtype] * K * 10)
+
+
+@pytest.mark.parametrize("features, width", [("+avx,+avx2,+fma,-avx512f", 32),
+                                             ("+avx,+avx2,+avx512f,+avx512vl", 64), ("", 32)])
+def test_vector_bytes_follows_numbas_cpu_features(monkeypatch, features, width):
+    """The tiles' vector width is read from the CPU features Numba compiles for
+    (``NUMBA_CPU_FEATURES`` when set): AVX-512 gives 64 bytes, anything else 32."""
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    assert _vector_bytes() == width
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
