@@ -10,10 +10,10 @@ from numba.core import types
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from ._jit import jit, jit_any_order
+from ._jit import jit, jit_any_order, jit_borrowing
 
 
-@jit
+@jit_borrowing
 def matmul_add(a, w, out, k0, k1, n0, n1):
     """``out[:, n0:n1] += a[:, k0:k1] @ w[k0:k1, n0:n1]`` for C-contiguous ``a (B, K)``,
     ``w (K, N)``, ``out (B, N)``; the ranges let a cell use one block of a stacked weight.
@@ -62,7 +62,7 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
         _matmul_add_row(a[b2], w, out[b2, n0:n1], k0, k1, n0, n1)
 
 
-@jit
+@jit_borrowing
 def matmul_into(a, w, out, k0, k1, n0, n1, accumulate):
     """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]``: :func:`matmul_add` onto what
     ``out`` holds if ``accumulate``, else onto zeros."""
@@ -71,7 +71,7 @@ def matmul_into(a, w, out, k0, k1, n0, n1, accumulate):
     matmul_add(a, w, out, k0, k1, n0, n1)
 
 
-@jit
+@jit_borrowing
 def zero_columns(out, n0, n1):
     """``out[:, n0:n1] = 0`` for a 2-D array whose rows are contiguous."""
     for b in range(out.shape[0]):
@@ -80,7 +80,7 @@ def zero_columns(out, n0, n1):
             o[n] = 0.0
 
 
-@jit
+@jit_borrowing
 def _matmul_add_row(a_b, w, o, k0, k1, n0, n1):
     """One row of :func:`matmul_add`: ``o += a_b[k0:k1] @ w[k0:k1, n0:n1]``, four rows of ``w``
     per pass over ``o`` (one load and store of ``o`` per four multiply-adds)."""
@@ -117,7 +117,7 @@ def step_indices(s, T, reverse):
     return s, s, s + 1
 
 
-@jit
+@jit_borrowing
 def copy_into(dst, src):
     """``dst[:] = src`` for 1-D arrays of one length, as a plain loop (Numba's slice assignment
     goes through a general broadcasting path that costs more than a short row's copy)."""
@@ -125,7 +125,7 @@ def copy_into(dst, src):
         dst[j] = src[j]
 
 
-@jit
+@jit_borrowing
 def fill_rows(out, row):
     """Every row of the 2-D ``out`` set to the 1-D ``row`` (a bias, before products add onto
     it)."""
@@ -133,7 +133,7 @@ def fill_rows(out, row):
         copy_into(out[b], row)
 
 
-@jit
+@jit_borrowing
 def side_by_side(out, left, right):
     """``out = [left, right]``: each row of the 2-D ``out`` the row of ``left`` followed by the
     row of ``right`` (an LSTM step's ``[x_t, h_{t-1}]``, one operand for one product)."""
@@ -144,7 +144,7 @@ def side_by_side(out, left, right):
         copy_into(row[n:], right[b])
 
 
-@jit
+@jit_borrowing
 def carry_past_end(t, lengths, prev, cur):
     """Rows whose sequence has ended (``t >= lengths[b]``) keep their previous state."""
     for b in range(lengths.shape[0]):
@@ -152,7 +152,7 @@ def carry_past_end(t, lengths, prev, cur):
             copy_into(cur[b], prev[b])
 
 
-@jit
+@jit_borrowing
 def add_into(out, a, b):
     """``out = a + b`` element-wise for 2-D arrays of one shape, without a temporary."""
     B, N = out.shape
@@ -161,7 +161,7 @@ def add_into(out, a, b):
             out[i, j] = a[i, j] + b[i, j]
 
 
-@jit
+@jit_borrowing
 def add_rows_f64(x, total):
     """``total += x.sum(axis=0)`` for ``x (N, G)``, every term added in float64 (``total
     (G,)`` float64): one pass, no float32 drift over long sums, vectorised."""

@@ -52,7 +52,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ._blocks import copy_into, zero_columns
-from ._jit import jit
+from ._jit import jit, jit_borrowing
 
 
 def _vector_bytes():
@@ -131,7 +131,7 @@ def prepare_panels(w, k0, k1, n0, n1):
     return panels, np.zeros((ROWS, panels.shape[2]), w.dtype)
 
 
-@jit
+@jit_borrowing
 def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``prepared = prepare_panels(W, .., n0,
     n1)`` (``K`` the panels' second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a``
@@ -148,14 +148,19 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     K, nt = panels.shape[1], panels.shape[2]
     full_rows = B - B % ROWS
     full_panels = (n1 - n0) // nt
+    last = n1 - n0 - full_panels * nt                   # columns in a last, narrower panel
     if K == 0 and not accumulate:
         zero_columns(out, n0, n1)
+    # the tiles are called here and nowhere deeper: a compiled function that takes the arrays
+    # costs their reference counts per call (atomic increments and decrements, about 100
+    # cycles a tile: at K = 32, 0.8 of the multiply-adds' time)
     for kb in range(0, K, DEPTH):
         ke = min(K, kb + DEPTH)
         onto = accumulate or kb > 0
-        for p in range(panels.shape[0]):
+        for p in range(full_panels):
+            c = n0 + p * nt
             for b in range(0, full_rows, ROWS):
-                _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, onto, scratch, ROWS)
+                _tile_rows(a, b, k0, panels, p, kb, ke, out, b, c, onto)
         for b in range(full_rows, B):
             p = 0
             while p + SPANS <= full_panels:
@@ -164,57 +169,46 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
             if p + 2 <= full_panels:
                 _tile_row_pair(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
                 p += 2
-            for q in range(p, panels.shape[0]):
-                _tile_block(a, b, k0, panels, q, kb, ke, out, n0, n1, onto, scratch, 1)
+            for q in range(p, full_panels):
+                _tile_row(a, b, k0, panels, q, kb, ke, out, b, n0 + q * nt, onto)
+        if last:
+            _last_panel(a, k0, panels, full_panels, kb, ke, out, n0 + full_panels * nt, last,
+                        onto, scratch)
 
 
-@jit
-def _tile_block(a, b, k0, panels, p, kb, ke, out, n0, n1, accumulate, scratch, rows):
-    """The tile of panel ``p``, its rows ``kb .. ke - 1``, for ``rows`` (:data:`ROWS` or 1) rows
-    from ``b``. A last panel narrower than ``NT``: a tile of its one or two vectors per row where
-    its width is whole vectors, else through ``scratch`` (float64 ``N = 64`` on AVX2, five
-    panels and 4 columns: one step at ``B = 8``, ``K = 64`` took 2.23 us with the 4 columns
-    through the scratch block, 1.67 us for the five panels alone)."""
-    nt = panels.shape[2]
-    c = n0 + p * nt
-    width = min(nt, n1 - c)
-    if width == nt:
-        _tile(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows)
-        return
-    lanes = nt // VECTORS
-    if width == lanes or width == 2 * lanes:
-        _tile_narrow(a, b, k0, panels, p, kb, ke, out, b, c, accumulate, rows, width // lanes)
-        return
-    if accumulate:                      # else the tile overwrites scratch: nothing to bring
-        for r in range(rows):
-            copy_into(scratch[r, :width], out[b + r, c:c + width])
-    _tile(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate, rows)
-    for r in range(rows):
-        copy_into(out[b + r, c:c + width], scratch[r, :width])
-
-
-@jit
-def _tile(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows):
-    """A one-panel tile of ``rows`` (:data:`ROWS` or 1) rows, chosen at run time."""
-    if rows == ROWS:
-        _tile_rows(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+@jit_borrowing
+def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
+    """The tiles of the last panel ``p``, ``width < NT`` columns from column ``c`` of ``out``,
+    for every row: tiles of its one or two vectors where ``width`` is whole vectors, else
+    through ``scratch`` (float64 ``N = 64`` on AVX2, five panels and 4 columns: one step at
+    ``B = 8``, ``K = 64`` took 2.23 us with the 4 columns through the scratch block, 1.67 us
+    for the five panels alone)."""
+    B = a.shape[0]
+    full_rows = B - B % ROWS
+    lanes = panels.shape[2] // VECTORS
+    if width == lanes:
+        for b in range(0, full_rows, ROWS):
+            _tile_rows_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+        for b in range(full_rows, B):
+            _tile_row_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    elif width == 2 * lanes:
+        for b in range(0, full_rows, ROWS):
+            _tile_rows_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+        for b in range(full_rows, B):
+            _tile_row_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
     else:
-        _tile_row(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
-
-
-@jit
-def _tile_narrow(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate, rows, vectors):
-    """A tile of the first ``vectors`` (1 or 2) vectors of panel ``p``, for ``rows``
-    (:data:`ROWS` or 1) rows, written straight into ``out``."""
-    if rows == ROWS:
-        if vectors == 1:
-            _tile_rows_1(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
-        else:
-            _tile_rows_2(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
-    elif vectors == 1:
-        _tile_row_1(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
-    else:
-        _tile_row_2(a, arow, acol, panels, p, kb, ke, out, orow, ocol, accumulate)
+        for b in range(0, B, ROWS):
+            rows = min(ROWS, B - b)
+            if accumulate:              # else the tile overwrites scratch: nothing to bring
+                for r in range(rows):
+                    copy_into(scratch[r, :width], out[b + r, c:c + width])
+            if rows == ROWS:
+                _tile_rows(a, b, k0, panels, p, kb, ke, scratch, 0, 0, accumulate)
+            else:
+                for r in range(rows):
+                    _tile_row(a, b + r, k0, panels, p, kb, ke, scratch, r, 0, accumulate)
+            for r in range(rows):
+                copy_into(out[b + r, c:c + width], scratch[r, :width])
 
 
 def _python_tile(rows, spans, vectors=VECTORS):

@@ -37,10 +37,10 @@ from ._activations import sigmoid, tanh
 from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
                       matmul_into, step_indices, stream_layout, take_block)
-from ._jit import jit
+from ._jit import jit, jit_borrowing
 
 
-@jit
+@jit_borrowing
 def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
     """First half of a step: ``r``, ``z`` into ``gates[:, :2H]`` and ``hn`` (``hw_n`` if
     ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
@@ -68,7 +68,7 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
                 hn_b[j] = g_b[j] * hp_b[j]
 
 
-@jit
+@jit_borrowing
 def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
     """Second half of a step: ``n`` into ``gates[:, 2H:]`` and the new state ``h``. For
     ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
@@ -98,7 +98,7 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
             h_b[j] = (1.0 - z[j]) * n[j] + z[j] * hp_b[j]
 
 
-@jit
+@jit_borrowing
 def gate_blocks(v, H):
     """The three ``(H,)`` blocks ``r, z, n`` of a ``(3H,)`` row, as views."""
     return v[:H], v[H:2 * H], v[2 * H:3 * H]
@@ -158,7 +158,7 @@ def gru_forward_blas(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gate
         gru_candidate(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
 
 
-@jit
+@jit_borrowing
 def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
     """Per-row backward of one step, all but the ``r`` gate of ``reset_after=False`` (which needs
     ``d(rh)`` first, see :func:`gru_reset_backward`). Writes ``gx`` (gradient of ``xw``) and ``gh``
@@ -191,7 +191,7 @@ def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
             copy_into(gh_n, gx_n)
 
 
-@jit
+@jit_borrowing
 def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh, dh):
     """Finish a step's backward: for ``reset_after=False`` the ``r`` gate from
     ``drh = dn_pre W_hn``; for both forms the direct part of the carried gradient,

@@ -40,10 +40,10 @@ from ._activations import sigmoid, tanh
 from ._blas import prepare, prepare_step, product, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
-from ._jit import jit
+from ._jit import jit, jit_borrowing
 
 
-@jit
+@jit_borrowing
 def lstm_cell(a, xw, bias, summed, c_prev, t, lengths, gates, c, tanh_c, m):
     """Gate math of one step for all rows, from the pre-activations ``a + xw + bias``: ``a
     (B, 4H)`` the recurrent product (overwritten with the sum), ``xw (B, 4H)`` the input
@@ -71,7 +71,7 @@ def lstm_cell(a, xw, bias, summed, c_prev, t, lengths, gates, c, tanh_c, m):
         lstm_cell_row(a_b, c_prev[b], gates[b], c[b], tanh_c[b], m[b])
 
 
-@jit
+@jit_borrowing
 def lstm_cell_row(a, c_prev, gates, c, tanh_c, m):
     """The gate math of one row from its summed pre-activations ``a (4H,)`` and ``c_prev (H,)``:
     writes ``gates (4H,)``, ``c``, ``tanh_c`` and ``m (H,)``. No output may share memory with an
@@ -97,13 +97,13 @@ def lstm_cell_row(a, c_prev, gates, c, tanh_c, m):
         m[j] = o[j] * tanh_c[j]
 
 
-@jit
+@jit_borrowing
 def gate_blocks(v, H):
     """The four ``(H,)`` blocks ``i, f, g, o`` of a ``(4H,)`` row, as views."""
     return v[:H], v[H:2 * H], v[2 * H:3 * H], v[3 * H:4 * H]
 
 
-@jit
+@jit_borrowing
 def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
     """Backward of :func:`lstm_cell` for one step.
 

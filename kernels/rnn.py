@@ -22,10 +22,10 @@ from ._activations import tanh
 from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
-from ._jit import jit
+from ._jit import jit, jit_borrowing
 
 
-@jit
+@jit_borrowing
 def rnn_cell(a, xw, bias, relu, t, lengths, h):
     """``h = phi(a + xw + bias)`` for rows still inside their sequence (others are left for the
     caller): ``a`` the recurrent product, ``xw`` the input product, ``bias (H,)``."""
@@ -77,7 +77,7 @@ def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b
             carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
 
-@jit
+@jit_borrowing
 def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
     """``da = dh_t * phi'(a)`` from the step's output ``h``; zero past each length."""
     B, H = dh_t.shape
