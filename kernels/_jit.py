@@ -19,8 +19,10 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contrac
 #: cycles each here), which per row added up to more than the row's arithmetic: an LSTM's gate
 #: math at (B, H) = (8, 64) took 0.42 of the time without them in float32, 0.64 in float64; a
 #: register tile of K = 16 (0.3 us) 0.4. Such a function must never hand an array it made to a
-#: reference-counted caller (that caller would release what was never counted): only to
-#: another of these (:func:`~.lstm.gate_blocks`).
+#: reference-counted caller (that caller would release what was never counted: tested in
+#: tests/test_refcounts.py, and a crash when broken on purpose), only to another of these
+#: (:func:`~.lstm.gate_blocks`). What it calls Numba compiles without counting too (the flag
+#: is inherited), so these functions call only each other, scalar code and the tiles.
 jit_borrowing = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
                            _nrt=False)
 
