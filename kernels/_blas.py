@@ -24,7 +24,7 @@ from numba import carray, types
 from numba.extending import overload, register_jitable
 
 from ._blocks import fill_rows, matmul_into, side_by_side
-from ._jit import jit
+from ._jit import jit, jit_borrowing
 from ._tiles import panel_matmul, panel_width, prepare_panels, saves_a_pass
 
 _PREFIX = "lstm_np_blas_"
@@ -218,7 +218,7 @@ def prepare(w, k0, k1, n0, n1, blas):
     return prepare_panels(w, k0, k1, n0, n1)
 
 
-@jit
+@jit_borrowing
 def product(a, w, prepared, out, k0, k1, n0, n1, accumulate, blas):
     """``out[:, n0:n1] (+)= a[:, k0:k1] @ w[k0:k1, n0:n1]`` (``+=`` if ``accumulate``, else
     ``=``): the per-step product of every time loop, by the BLAS (``blas``; :func:`gemm`) or by
@@ -284,7 +284,7 @@ def prepare_step(w_t, I, blas):
             prepare(w_t[I:], 0, K - I, 0, G, blas or joined))
 
 
-@jit
+@jit_borrowing
 def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
     """The recurrent step's product ``a (B, G)`` from ``x_t (B, I)``, ``h_prev (B, P)`` and
     ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (``prepared = prepare_step(w_t, I, blas)``), by the
