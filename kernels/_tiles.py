@@ -19,8 +19,8 @@ Measured on a 2-core AVX2 EPYC (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the 
 packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
 ``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68); ``(64, 256, 1024)`` 38 -> 57
 (61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28); 17 -> 35 (34). NumPy's own large
-matmul peaks at about 70 / 32 there. From 64 rows the BLAS's larger blocks win (the layers'
-``blas_min_rows``).
+matmul peaks at about 70 / 32 there. From 64 rows the BLAS's larger blocks won there (the
+layers' ``blas_min_rows``; with AVX-512, from 512).
 
 Vector width: 64-byte vectors (zmm) where the CPU has AVX-512, else 32 (:data:`VECTOR_BYTES`),
 so a panel is 48 float32 or 24 float64 columns there. Measured on a 2-core AVX-512 Xeon

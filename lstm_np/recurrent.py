@@ -26,6 +26,7 @@ from . import _arrays, _threads, _workspace
 from .kernels import _blas
 from .kernels import gru as gru_kernels
 from .kernels._blocks import add_rows_f64
+from .kernels._tiles import VECTOR_BYTES
 from .kernels import lstm as lstm_kernels
 from .kernels import rnn as rnn_kernels
 from .tape import Gradients, Tape
@@ -109,16 +110,20 @@ class Recurrent:
     gate_count = 1
     state_names = ("h",)
     #: how each step's products are done: ``"loop"`` (the kernels' own register tiles over
-    #: weights packed once per call, best up to a few dozen rows), ``"blas"`` (NumPy's BLAS,
-    #: called from the same compiled time loop) or ``"auto"`` (chosen per call from the rows of
-    #: a block, see below). The gate math is the same.
+    #: weights packed once per call, best up to 32 rows, or a few hundred with AVX-512),
+    #: ``"blas"`` (NumPy's BLAS, called from the same compiled time loop) or ``"auto"``
+    #: (chosen per call from the rows of a block, see below). The gate math is the same.
     kernel = "auto"
     #: ``"auto"`` picks ``"blas"`` when a block (the batch, or one thread's rows of it) has at
-    #: least ``blas_min_rows`` rows. Measured here (T = 100, all three cells, both dtypes, best of
-    #: two medians, time with the tiles / time with the BLAS): 0.61-0.97 for inference and
-    #: 0.68-0.98 for training with 1-32 rows (one exception each way, 1.04 and 1.15); 0.85-1.36
-    #: with 64 and 128 rows, where the BLAS's larger blocks win most rows.
-    blas_min_rows = 64
+    #: least ``blas_min_rows`` rows. Measured on an AVX2 EPYC (T = 100, all three cells, both
+    #: dtypes, best of two medians, time with the tiles / time with the BLAS): 0.61-0.97 for
+    #: inference and 0.68-0.98 for training with 1-32 rows (one exception each way, 1.04 and
+    #: 1.15); 0.85-1.36 with 64 and 128 rows, where the BLAS's larger blocks won most rows.
+    #: With AVX-512 the tiles' vectors are twice as wide (and, since, no tile costs a call), and
+    #: on an AVX-512 Xeon the tiles won up to 256 rows: 0.82-0.90 (inference) and 0.83-0.96
+    #: (training) with 64 and 128 rows on one thread, 0.91-1.03 with two blocks of 64; with 256
+    #: and 512 rows 0.89-1.01. So the BLAS takes over from 512 rows there.
+    blas_min_rows = 512 if VECTOR_BYTES == 64 else 64
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
