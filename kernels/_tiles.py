@@ -15,8 +15,8 @@ the panels: walking down a column block of the plain ``(K, N)`` weights jumps ``
 bytes per ``k``; at ``N * itemsize = 2-4 KiB`` every row lands in the same cache set and on a
 new page (float64 at ``(32, 128, 512)``, one 4 x 2 tile: 12 GFLOP/s unpacked, 39 packed).
 
-Measured on a 2-core AVX2 EPYC (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in brackets; the panels
-packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
+Measured on a 2-core AVX2 EPYC (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in
+brackets; the panels packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
 ``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68); ``(64, 256, 1024)`` 38 -> 57
 (61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28); 17 -> 35 (34). NumPy's own large
 matmul peaks at about 70 / 32 there. From 64 rows the BLAS's larger blocks won there (the

@@ -117,12 +117,23 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
     ``hw (b1 - b0, 3H)``. ``gates`` may be ``xw`` itself: every gate entry is written after its
     ``xw`` entry is read. ``blas``: each step's products by the BLAS (:func:`product`).
     """
+    H = xw.shape[2] // 3
+    _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
+                       hw, blas, b0, b1,
+                       prepare(w_hh_t, 0, H, 0, 3 * H if reset_after else 2 * H, blas),
+                       prepare(w_hh_t, 0, H, 2 * H, 3 * H, blas or reset_after))
+
+
+@jit_borrowing
+def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
+                       hw, blas, b0, b1, rz, nn):
+    """The time loop of :func:`gru_forward` over its packed weights ``rz, nn``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T, B, G = xw.shape
     H = G // 3
     rz_end = 3 * H if reset_after else 2 * H
     lens = lengths[b0:b1]
-    rz = prepare(w_hh_t, 0, H, 0, rz_end, blas)
-    nn = prepare(w_hh_t, 0, H, 2 * H, 3 * H, blas or reset_after)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
@@ -230,12 +241,23 @@ def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
     state out. Out: ``dxw``, ``dhw (T, B, 3H)`` (gradients of ``xw`` and of ``hw``, see module
     docstring), ``dh_steps (T, B, H)`` total ``dL/dh_t``. Scratch ``drh (b1 - b0, H)``.
     """
+    H = dy.shape[2]
+    _gru_backward_steps(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse, dh, dxw, dhw,
+                        dh_steps, drh, blas, b0, b1,
+                        prepare(w_hh, 0, 3 * H if reset_after else 2 * H, 0, H, blas),
+                        prepare(w_hh, 2 * H, 3 * H, 0, H, blas or reset_after))
+
+
+@jit_borrowing
+def _gru_backward_steps(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse, dh, dxw, dhw,
+                        dh_steps, drh, blas, b0, b1, rz, nn):
+    """The time loop of :func:`gru_backward` over its packed weights ``rz, nn``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T, B, H = dy.shape
     rz_end = 3 * H if reset_after else 2 * H
     lens = lengths[b0:b1]
     dh_b = dh[b0:b1]
-    rz = prepare(w_hh, 0, rz_end, 0, H, blas)
-    nn = prepare(w_hh, 2 * H, 3 * H, 0, H, blas or reset_after)
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
         dh_t = dh_steps[t, b0:b1]

@@ -165,11 +165,22 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
     reads and writes the same memory) and the final ``c`` ends in ``c_seq[T % 2]``. The
     arithmetic is the same, so the outputs are bitwise those of ``keep=True``.
     """
+    I = x.shape[2]
+    P = w_t.shape[0] - I
+    _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
+                        c_seq, tanh_c, a, m, xh, blas, b0, b1, prepare_step(w_t, I, blas),
+                        prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj))
+
+
+@jit_borrowing
+def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
+                        c_seq, tanh_c, a, m, xh, blas, b0, b1, step, hr):
+    """The time loop of :func:`lstm_forward` over its packed weights ``step, hr``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T, _, I = x.shape
     lens = lengths[b0:b1]
     P = w_t.shape[0] - I
-    step = prepare_step(w_t, I, blas)
-    hr = prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
@@ -227,11 +238,21 @@ def lstm_backward(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, rever
     ``dc_steps (T, B, H)`` total ``dL/dc_t``. Scratch: ``dm (b1 - b0, H)``. ``blas`` as in
     :func:`lstm_forward`.
     """
+    G, P = w_hh.shape
+    _lstm_backward_steps(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, reverse, dh, dc,
+                         da, dh_steps, dc_steps, dm, blas, b0, b1, prepare(w_hh, 0, G, 0, P, blas),
+                         prepare(w_hr, 0, P, 0, dm.shape[1], blas or not has_proj))
+
+
+@jit_borrowing
+def _lstm_backward_steps(dy, gates, c_seq, tanh_c, w_hh, w_hr, has_proj, lengths, reverse, dh, dc,
+                         da, dh_steps, dc_steps, dm, blas, b0, b1, hh, hr):
+    """The time loop of :func:`lstm_backward` over its packed weights ``hh, hr``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T = dy.shape[0]
     lens = lengths[b0:b1]
     G, P = w_hh.shape
-    hh = prepare(w_hh, 0, G, 0, P, blas)
-    hr = prepare(w_hr, 0, P, 0, dm.shape[1], blas or not has_proj)
     dh_b = dh[b0:b1]
     dc_b = dc[b0:b1]
     for s in range(T):

@@ -51,9 +51,18 @@ def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1
     In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
     ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
     Scratch ``a (b1 - b0, H)``. ``blas``: each step's product by the BLAS (:func:`product`)."""
+    H = xw.shape[2]
+    _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1,
+                       prepare(w_hh_t, 0, H, 0, H, blas))
+
+
+@jit_borrowing
+def _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1, hh):
+    """The time loop of :func:`rnn_forward` over its packed weights ``hh``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T, B, H = xw.shape
     lens = lengths[b0:b1]
-    hh = prepare(w_hh_t, 0, H, 0, H, blas)
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
@@ -102,9 +111,19 @@ def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas
     ``h_seq`` from :func:`rnn_forward`, ``w_hh (H, H)``. In/out: ``dh (B, H)`` final-state
     gradient in, initial-state gradient out. Out: ``da (T, B, H)`` pre-activation gradients,
     ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
+    H = dy.shape[2]
+    _rnn_backward_steps(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1,
+                        prepare(w_hh, 0, H, 0, H, blas))
+
+
+@jit_borrowing
+def _rnn_backward_steps(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1,
+                        hh):
+    """The time loop of :func:`rnn_backward` over its packed weights ``hh``; compiled without
+    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
+    nothing."""
     T, B, H = dy.shape
     lens = lengths[b0:b1]
-    hh = prepare(w_hh, 0, H, 0, H, blas)
     dh_b = dh[b0:b1]
     for s in range(T):
         t, p, q = step_indices(T - 1 - s, T, reverse)
