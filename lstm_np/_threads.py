@@ -28,8 +28,22 @@ from .kernels import _blas
 
 #: a block of a batch has at least this many rows; a smaller batch runs as one block
 MIN_ROWS_PER_BLOCK = 4
-#: a block of a product has at least this many multiply-adds
-MIN_PRODUCT_PER_BLOCK = 1 << 18
+#: a block of a product has at least this much work: multiply-adds times the element size.
+#: Handing a block to the other thread costs tens of microseconds on a VM (measured on a 2-core
+#: Xeon: ``(800, 16) @ (16, 64)`` took 12 us on one thread and 75 us in two blocks); two blocks
+#: paid off from about 2^25 bytes of work each there: float32 ``(800, 64) @ (64, 256)`` 1.04 of
+#: one thread's time (2^24.6 a block), ``(3200, 32) @ (32, 512)`` 0.64; float64 ``(800, 16) @
+#: (16, 256)`` 1.06 (2^25.6), ``(800, 64) @ (64, 256)`` 0.69.
+MIN_PRODUCT_BYTES_PER_BLOCK = 1 << 25
+#: a block of a time loop has at least this much work per step: multiply-adds of its rows
+#: against the step's weights times the element size (float64 counts twice: its multiply-adds
+#: and gate math take about twice as long). Below it, handing a block to the other thread
+#: costs more than it saves: measured on a 2-core Xeon (T = 100, two threads' time over one
+#: thread's, inference / training), an RNN at (B, I, H) = (8, 16, 64) 2.21 / 2.24 (float32) and
+#: 1.66 / 1.56 (float64), a GRU 1.27 / 1.33 and 0.95 / 1.06, an LSTM 0.95 / 1.10 (float32,
+#: 2^18.3 here per block of 4 rows) and 0.75 / 0.92 (float64, 2^19.3); an RNN at (8, 32, 128)
+#: 1.37 / 1.29 (2^18.3), at (16, 32, 128) 0.97 / 0.99 (2^19.3), at (32, 32, 128) 0.76 / 0.87.
+MIN_STEP_BYTES_PER_BLOCK = 1 << 19
 
 _num_threads = 1
 _executor = None
@@ -44,8 +58,9 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Run lstm_np's work in up to ``n`` threads (the calling thread and ``n - 1`` workers):
-    the time loops of a batch of at least ``2 * MIN_ROWS_PER_BLOCK`` rows in blocks of rows, and
-    the large products around them in blocks of rows of their result.
+    the time loops of a batch in blocks of rows (of at least ``MIN_ROWS_PER_BLOCK`` rows and
+    ``MIN_STEP_BYTES_PER_BLOCK`` of work per step each: a small layer runs in one), and the
+    large products around them in blocks of rows of their result.
 
     ``n``: an int from 1 to ``os.cpu_count()``. With ``n > 1`` NumPy's BLAS runs one thread per
     caller until ``set_num_threads(1)`` (see the module docstring). The results are those of one
@@ -116,15 +131,24 @@ def in_blocks(run, blocks):
         raise errors[0]
 
 
-def product_blocks(rows, row_size):
-    """:func:`row_blocks` for a product whose result rows each take ``row_size``
-    multiply-adds: blocks of at least ``MIN_PRODUCT_PER_BLOCK``."""
-    return row_blocks(rows, -(-MIN_PRODUCT_PER_BLOCK // max(1, row_size)))
+def product_blocks(rows, row_bytes):
+    """:func:`row_blocks` for a product whose result rows each take ``row_bytes`` of work
+    (multiply-adds times the element size): blocks of at least
+    ``MIN_PRODUCT_BYTES_PER_BLOCK``."""
+    return row_blocks(rows, -(-MIN_PRODUCT_BYTES_PER_BLOCK // max(1, row_bytes)))
+
+
+def step_blocks(rows, row_step_bytes):
+    """:func:`row_blocks` for a time loop whose step costs ``row_step_bytes`` per row
+    (multiply-adds times the element size): blocks of at least ``MIN_STEP_BYTES_PER_BLOCK``
+    and ``MIN_ROWS_PER_BLOCK`` rows."""
+    need = -(-MIN_STEP_BYTES_PER_BLOCK // max(1, row_step_bytes))
+    return row_blocks(rows, max(MIN_ROWS_PER_BLOCK, need))
 
 
 def matmul(a, b, out):
     """``out = a @ b`` for 2-D arrays, rows of ``a`` (and ``out``) in parallel blocks."""
-    blocks = product_blocks(a.shape[0], a.shape[1] * b.shape[1])
+    blocks = product_blocks(a.shape[0], a.shape[1] * b.shape[1] * a.itemsize)
     if len(blocks) == 1:        # no closure and no row views: 3-5 % of a T = 1 RNN call
         return np.matmul(a, b, out=out)
 

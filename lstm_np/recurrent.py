@@ -73,7 +73,7 @@ def _sum_outer(dz, v):
         def run(g0, g1):
             _blas.sum_outer_f32(dz2, v2, out, total, g0, g1)
 
-    _threads.in_blocks(run, _threads.product_blocks(G, dz2.shape[0] * v2.shape[1]))
+    _threads.in_blocks(run, _threads.product_blocks(G, dz2.shape[0] * v2.shape[1] * dz.itemsize))
     return out
 
 
@@ -408,11 +408,13 @@ class Recurrent:
     # ----------------------------------------------------------------- per cell
     def _plan(self, batch):
         """``(blocks, blas)``: the blocks of the ``batch`` rows for the threads
-        (:func:`lstm_np.set_num_threads`) and whether each step's products go to the BLAS, per
-        ``self.kernel``."""
+        (:func:`lstm_np.set_num_threads`; each with enough work per step to be worth a thread,
+        :func:`lstm_np._threads.step_blocks`) and whether each step's products go to the BLAS,
+        per ``self.kernel``."""
         if self.kernel not in ("auto", "loop", "blas"):
             raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
-        blocks = _threads.row_blocks(batch)
+        row_step = self.gate_count * self.hidden_size * (self.input_size + self.output_size)
+        blocks = _threads.step_blocks(batch, row_step * self.dtype.itemsize)
         if self.kernel == "auto":
             return blocks, min(b1 - b0 for b0, b1 in blocks) >= self.blas_min_rows
         return blocks, self.kernel == "blas"

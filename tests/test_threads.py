@@ -56,6 +56,7 @@ def test_blocks_give_the_results_of_one_thread(cell, options, dtype, kernel, mon
     """Forward, inference, every gradient and the final state, with sequences of several
     lengths (some end inside the loop), 13 rows in 1 block and in 3 (4, 4 and 5 rows)."""
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_threads, "MIN_STEP_BYTES_PER_BLOCK", 0)   # small layers in blocks too
     layer = make_layer(cell, 6, 11, dtype=dtype, seed=3, **options)
     layer.kernel = kernel
     rng = np.random.default_rng(0)
@@ -163,6 +164,7 @@ def test_layers_stay_right_while_another_thread_changes_the_thread_count(monkeyp
     one-thread answer every time (float64: bitwise), and nothing raises."""
     import threading
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_threads, "MIN_STEP_BYTES_PER_BLOCK", 0)   # small layers in blocks too
     layer = make_layer("lstm", 3, 6, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((5, 13, 3))
     expected = layer(x)[0].copy()
@@ -189,10 +191,29 @@ def test_layers_stay_right_while_another_thread_changes_the_thread_count(monkeyp
 
 
 @needs_numpy_openblas
-def test_products_in_blocks(three_threads):
-    """``matmul`` splits the rows of a large product and gives NumPy's answer."""
+def test_a_time_loop_takes_a_thread_only_for_enough_work(three_threads):
+    """A block of a time loop gets a thread only with ``MIN_STEP_BYTES_PER_BLOCK`` of work per
+    step: a float32 RNN of 64 units does not split 8 rows, a float64 LSTM of 64 units does (4
+    rows each: 4 x 256 x 80 x 8 bytes), and 13 float32 rows of an LSTM of 11 units stay one
+    block however many threads."""
+    small, large = make_layer("rnn", 16, 64, np.float32), make_layer("lstm", 16, 64, np.float64)
+    assert small._plan(8)[0] == [(0, 8)]
+    assert large._plan(8)[0] == [(0, 4), (4, 8)]
+    assert large._plan(12)[0] == [(0, 4), (4, 8), (8, 12)]
+    assert make_layer("lstm", 6, 11, np.float32)._plan(13)[0] == [(0, 13)]
+    enough = _threads.MIN_STEP_BYTES_PER_BLOCK
+    assert _threads.step_blocks(13, enough) == [(0, 4), (4, 8), (8, 13)]    # rows still count
+    assert _threads.step_blocks(13, _threads.MIN_STEP_BYTES_PER_BLOCK // 5) == [(0, 6), (6, 13)]
+
+
+@needs_numpy_openblas
+def test_products_in_blocks(three_threads, monkeypatch):
+    """``matmul`` splits the rows of a large product (here: large for a lowered threshold) and
+    gives NumPy's answer; a small one stays in one block."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((300, 40)), rng.standard_normal((40, 70))
-    assert len(_threads.product_blocks(300, 40 * 70)) == 3
+    assert len(_threads.product_blocks(300, 40 * 70 * 8)) == 1
+    monkeypatch.setattr(_threads, "MIN_PRODUCT_BYTES_PER_BLOCK", 8 * 40 * 70 * 100)
+    assert len(_threads.product_blocks(300, 40 * 70 * 8)) == 3
     out = _threads.matmul(a, b, np.empty((300, 70)))
     assert np.allclose(out, a @ b, rtol=1e-13, atol=1e-13)
