@@ -16,18 +16,21 @@ bytes per ``k``; at ``N * itemsize = 2-4 KiB`` every row lands in the same cache
 new page (float64 at ``(32, 128, 512)``, one 4 x 2 tile: 12 GFLOP/s unpacked, 39 packed).
 
 Measured on a 2-core AVX2 EPYC (1 thread, GFLOP/s, ``matmul_add`` -> tiles, the BLAS in
-brackets; the panels packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64, 256)`` 47 -> 69 (44);
-``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68); ``(64, 256, 1024)`` 38 -> 57
-(61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28); 17 -> 35 (34). NumPy's own large
-matmul peaks at about 70 / 32 there. From 64 rows the BLAS's larger blocks won there (the
-layers' ``blas_min_rows``; with AVX-512, from 512).
+brackets; the panels packed beforehand, as the time loops do), float32: ``(B, K, N) = (8, 64,
+256)`` 47 -> 69 (44); ``(8, 256, 64)`` 33 -> 68 (47); ``(32, 128, 512)`` 49 -> 77 (68);
+``(64, 256, 1024)`` 38 -> 57 (61). float64: 18 -> 34 (22); 16 -> 35 (21); 19 -> 35 (28);
+17 -> 35 (34). NumPy's own large matmul peaks at about 70 / 32 there. From 64 rows the BLAS's
+larger blocks won there (the layers' ``blas_min_rows``; with AVX-512, from 512).
 
 Vector width: 64-byte vectors (zmm) where the CPU has AVX-512, else 32 (:data:`VECTOR_BYTES`),
 so a panel is 48 float32 or 24 float64 columns there. Measured on a 2-core AVX-512 Xeon
 (GFLOP/s, one thread, 32-byte -> 64-byte tiles): float32 ``(8, 80, 256)`` 74 -> 118,
 ``(32, 128, 384)`` 87 -> 147, ``(16, 128, 512)`` 85 -> 116; float64 42 -> 55, 45 -> 61,
-44 -> 57 (NumPy's large matmul there: 148 and 71). Wider panels leave more columns in a last,
-narrower panel, which :func:`_tile_block` gives a tile of its own vectors.
+44 -> 57 (NumPy's large matmul there: 148 and 71); with the tiles called without a function
+call each (see :func:`panel_matmul`) and 8 rows a tile (:data:`ROWS`), float32 173 at ``(64,
+256, 1024)`` and 182 at ``(32, 128, 512)`` (OpenBLAS from the compiled loop: 119 and 108).
+Wider panels leave more columns in a last, narrower panel, which :func:`_last_panel` gives a
+tile of its own vectors.
 
 Arithmetic: for every entry of ``out``, each pass of :data:`DEPTH` rows of ``k`` is one chain
 of fused multiply-adds in the order ``k = kb, kb + 1, ..`` starting from zero, and the pass's
@@ -70,9 +73,17 @@ def _vector_bytes():
 
 #: bytes in one SIMD register the tiles are written for (:func:`_vector_bytes`)
 VECTOR_BYTES = _vector_bytes()
-#: rows of ``out`` per tile and registers per row: 12 accumulators hide the FMA latency
-#: (4-5 cycles, 2 per cycle) and leave room for the panel's and ``a``'s values
-ROWS, VECTORS = 4, 3
+#: rows of ``out`` per tile and registers per row: with AVX2's 16 registers 4 x 3 = 12
+#: accumulators, which hide the FMA latency (4-5 cycles, 2 per cycle) and leave room for the
+#: panel's and ``a``'s values; with AVX-512's 32, 8 x 3 = 24, which also spread a tile's fixed
+#: cost (zeroing and storing its accumulators) over twice the multiply-adds and load each
+#: panel row once for 8 rows. Measured on a 2-core AVX-512 Xeon, 4 -> 8 rows (float32,
+#: GFLOP/s): ``(B, K, N) = (64, 256, 1024)`` 140 -> 173, ``(32, 128, 512)`` 147 -> 182,
+#: ``(8, 64, 256)`` 130 -> 167, ``(32, 32, 512)`` 130 -> 153.
+ROWS, VECTORS = (8 if VECTOR_BYTES == 64 else 4), 3
+#: rows of the block that takes a tile of its own when ``ROWS`` is 8 and 4 to 7 rows are left
+#: (a batch of 4, a thread's block of 4 rows); fewer left take one-row tiles
+SHORT_ROWS = 4
 #: panels side by side in a one-row tile (4 x 3 = 12 accumulators again)
 SPANS = 4
 #: rows of a panel per pass: 128 x NT elements are 12 KiB in either dtype, so a panel's block
@@ -84,7 +95,8 @@ DEPTH = 128
 
 @jit
 def panel_width(itemsize):
-    """Columns in one panel for elements of ``itemsize`` bytes (float32 24, float64 12)."""
+    """Columns in one panel for elements of ``itemsize`` bytes (float32 24, float64 12; with
+    AVX-512 48 and 24)."""
     return VECTORS * VECTOR_BYTES // itemsize
 
 
@@ -137,7 +149,8 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     n1)`` (``K`` the panels' second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a``
     and ``out`` must be contiguous. Allocates nothing.
 
-    Blocks of :data:`ROWS` rows take one panel per tile. A row left over takes :data:`SPANS`
+    Blocks of :data:`ROWS` rows take one panel per tile, then a block of :data:`SHORT_ROWS`
+    if that many are left (only when ``ROWS`` is larger). A row left over takes :data:`SPANS`
     panels per tile (one row against one panel would give three accumulators, too few to hide
     the FMA latency), or two where fewer than :data:`SPANS` are left. A last panel narrower
     than ``NT`` takes a tile of one or two vectors per row when its width is a whole number of
@@ -147,6 +160,7 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     B = a.shape[0]
     K, nt = panels.shape[1], panels.shape[2]
     full_rows = B - B % ROWS
+    short = full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows
     full_panels = (n1 - n0) // nt
     last = n1 - n0 - full_panels * nt                   # columns in a last, narrower panel
     if K == 0 and not accumulate:
@@ -161,7 +175,9 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
             c = n0 + p * nt
             for b in range(0, full_rows, ROWS):
                 _tile_rows(a, b, k0, panels, p, kb, ke, out, b, c, onto)
-        for b in range(full_rows, B):
+            if short > full_rows:
+                _tile_short(a, full_rows, k0, panels, p, kb, ke, out, full_rows, c, onto)
+        for b in range(short, B):
             p = 0
             while p + SPANS <= full_panels:
                 _tile_row_spans(a, b, k0, panels, p, kb, ke, out, b, n0 + p * nt, onto)
@@ -185,16 +201,21 @@ def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
     for the five panels alone)."""
     B = a.shape[0]
     full_rows = B - B % ROWS
+    short = full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows
     lanes = panels.shape[2] // VECTORS
     if width == lanes:
         for b in range(0, full_rows, ROWS):
             _tile_rows_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
-        for b in range(full_rows, B):
+        if short > full_rows:
+            _tile_short_1(a, full_rows, k0, panels, p, kb, ke, out, full_rows, c, accumulate)
+        for b in range(short, B):
             _tile_row_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
     elif width == 2 * lanes:
         for b in range(0, full_rows, ROWS):
             _tile_rows_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
-        for b in range(full_rows, B):
+        if short > full_rows:
+            _tile_short_2(a, full_rows, k0, panels, p, kb, ke, out, full_rows, c, accumulate)
+        for b in range(short, B):
             _tile_row_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
     else:
         for b in range(0, B, ROWS):
@@ -328,10 +349,13 @@ def _tile_kernel(rows, spans, vectors=VECTORS, vector_bytes=VECTOR_BYTES):
 
 _make = _python_tile if numba.config.DISABLE_JIT else _tile_kernel
 _tile_rows = _make(ROWS, 1)           # ROWS rows x one panel
+_tile_short = _make(SHORT_ROWS, 1)    # SHORT_ROWS rows x one panel
 _tile_row = _make(1, 1)               # one row x one panel
 _tile_row_spans = _make(1, SPANS)     # one row x SPANS panels
 _tile_row_pair = _make(1, 2)          # one row x two panels
 _tile_rows_1 = _make(ROWS, 1, 1)      # the first one or two vectors of a panel (a narrow last one)
 _tile_rows_2 = _make(ROWS, 1, 2)
+_tile_short_1 = _make(SHORT_ROWS, 1, 1)
+_tile_short_2 = _make(SHORT_ROWS, 1, 2)
 _tile_row_1 = _make(1, 1, 1)
 _tile_row_2 = _make(1, 1, 2)

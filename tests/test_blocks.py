@@ -15,9 +15,9 @@ from lstm_np.kernels._blas import (BLAS_IN_STEP_MAX_K, SUM_CHUNK_ROWS, SUM_CHUNK
 from lstm_np import _arrays
 from lstm_np.kernels import _blas
 from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
-from lstm_np.kernels._tiles import (DEPTH, ROWS, SPANS, VECTOR_BYTES, VECTORS, _tile_kernel,
-                                    _vector_bytes, pack_panels, panel_matmul, panel_width,
-                                    prepare_panels, saves_a_pass)
+from lstm_np.kernels._tiles import (DEPTH, ROWS, SHORT_ROWS, SPANS, VECTOR_BYTES, VECTORS,
+                                    _tile_kernel, _vector_bytes, pack_panels, panel_matmul,
+                                    panel_width, prepare_panels, saves_a_pass)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -70,7 +70,11 @@ def panel_shapes(nt):
             (2 * ROWS + 1, DEPTH + 3, SPANS * nt + 5), (ROWS, 2 * DEPTH + 1, nt // 2 + 1),
             (1, DEPTH, SPANS * nt), (1, 3, 2 * SPANS * nt - 1), (ROWS + 3, 0, 10), (6, 40, 0),
             (ROWS + 1, 9, nt + lanes), (ROWS, DEPTH + 1, 2 * nt + 2 * lanes), (1, 5, lanes),
-            (1, 5, 3 * nt + lanes), (1, 6, 2 * nt), (ROWS + 2, 7, SPANS * nt + 2 * nt + 2 * lanes)]
+            (1, 5, 3 * nt + lanes), (1, 6, 2 * nt), (ROWS + 2, 7, SPANS * nt + 2 * nt + 2 * lanes),
+            # a block of SHORT_ROWS after the blocks of ROWS (where ROWS is larger), and after it
+            # single rows, against full, narrow and odd last panels
+            (SHORT_ROWS, 5, 2 * nt + 2 * lanes), (ROWS + SHORT_ROWS, DEPTH + 2, nt + lanes),
+            (ROWS + SHORT_ROWS + 3, 11, 2 * nt + 5), (SHORT_ROWS + 1, 4, SPANS * nt + nt)]
 
 
 @pytest.mark.parametrize("accumulate", [False, True])
@@ -121,7 +125,7 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     (the threads' blocks of rows rely on this)."""
     rng = np.random.default_rng(1)
     K, N = DEPTH + 37, SPANS * panel_width(np.dtype(dtype).itemsize) + 7
-    a = rng.standard_normal((2 * ROWS + 1, K)).astype(dtype)
+    a = rng.standard_normal((2 * ROWS + SHORT_ROWS + 1, K)).astype(dtype)
     w = rng.standard_normal((K, N)).astype(dtype)
     prepared = prepare_panels(w, 0, K, 0, N)
     whole = np.empty((a.shape[0], N), dtype)
@@ -133,6 +137,9 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     shifted = np.empty((ROWS, N), dtype)
     panel_matmul(a[1:1 + ROWS], 0, prepared, shifted, 0, N, False)
     assert np.array_equal(shifted, whole[1:1 + ROWS])
+    short = np.empty((SHORT_ROWS, N), dtype)
+    panel_matmul(a[3:3 + SHORT_ROWS], 0, prepared, short, 0, N, False)
+    assert np.array_equal(short, whole[3:3 + SHORT_ROWS])
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compares compiled tiles of several "
