@@ -171,6 +171,31 @@ def add_rows_f64(x, total):
             total[j] += row[j]
 
 
+@jit_borrowing
+def _transpose_compiled(out, a):
+    """``out = a.T`` for a 2-D ``a (N, K)`` and a C-contiguous ``out (K, N)``, in blocks of 32 x
+    32: a plain strided copy reads one column of ``a`` per row of ``out``, and at a row length
+    of 2 KiB every element of the column lands in the same cache set (NumPy's ``out[...] =
+    a.T`` of a (2048, 512) float32 weight took 7.9 ms here, the blocks 0.9 ms)."""
+    N, K = a.shape
+    for n0 in range(0, N, 32):
+        n1 = min(N, n0 + 32)
+        for k0 in range(0, K, 32):
+            for k in range(k0, min(K, k0 + 32)):
+                row = out[k]
+                for n in range(n0, n1):
+                    row[n] = a[n, k]
+
+
+def _transpose_numpy(out, a):
+    """``out = a.T`` (NumPy)."""
+    np.copyto(out, a.T)
+
+
+# plain Python (NUMBA_DISABLE_JIT=1): NumPy, not a loop over every entry
+transpose_into = _transpose_numpy if numba.config.DISABLE_JIT else _transpose_compiled
+
+
 def all_finite_numpy(x):
     """True when no entry of ``x`` is NaN or +-Inf (NumPy)."""
     return bool(np.isfinite(x).all())

@@ -14,7 +14,8 @@ from lstm_np.kernels._blas import (BLAS_IN_STEP_MAX_K, SUM_CHUNK_ROWS, SUM_CHUNK
                                    projects_input_first, step_product, sum_outer_f32)
 from lstm_np import _arrays
 from lstm_np.kernels import _blas
-from lstm_np.kernels._blocks import add_rows_f64, all_finite, matmul_add, take_block
+from lstm_np.kernels._blocks import (add_rows_f64, all_finite, matmul_add, take_block,
+                                     transpose_into)
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SHORT_ROWS, SPANS, VECTOR_BYTES, VECTORS,
                                     _tile_kernel, _vector_bytes, pack_panels, panel_matmul,
                                     panel_width, prepare_panels, saves_a_pass)
@@ -181,6 +182,19 @@ def test_vector_bytes_follows_numbas_cpu_features(monkeypatch, features, width):
     (``NUMBA_CPU_FEATURES`` when set): AVX-512 gives 64 bytes, anything else 32."""
     monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
     assert _vector_bytes() == width
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (33, 7), (64, 96), (70, 31), (2048, 40)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_into(dtype, shape):
+    """``out = a.T`` exactly, for whole and partial 32 x 32 blocks, from a C-contiguous weight
+    and from a strided view; ``out`` is written and nothing around it."""
+    a = np.random.default_rng(3).standard_normal((shape[0], 2 * shape[1])).astype(dtype)
+    for source in (np.ascontiguousarray(a[:, :shape[1]]), a[:, ::2]):
+        out = np.full((shape[1] + 1, shape[0]), 7.0, dtype)
+        transpose_into(out[:shape[1]], source)
+        assert np.array_equal(out[:shape[1]], source.T)
+        assert np.all(out[shape[1]] == 7.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
