@@ -203,20 +203,15 @@ def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
     full_rows = B - B % ROWS
     short = full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows
     lanes = panels.shape[2] // VECTORS
-    if width == lanes:
+    if width == lanes or width == 2 * lanes:
+        vectors = width // lanes
         for b in range(0, full_rows, ROWS):
-            _tile_rows_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+            _narrow_tile(a, b, k0, panels, p, kb, ke, out, c, accumulate, ROWS, vectors)
         if short > full_rows:
-            _tile_short_1(a, full_rows, k0, panels, p, kb, ke, out, full_rows, c, accumulate)
+            _narrow_tile(a, full_rows, k0, panels, p, kb, ke, out, c, accumulate, SHORT_ROWS,
+                         vectors)
         for b in range(short, B):
-            _tile_row_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
-    elif width == 2 * lanes:
-        for b in range(0, full_rows, ROWS):
-            _tile_rows_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
-        if short > full_rows:
-            _tile_short_2(a, full_rows, k0, panels, p, kb, ke, out, full_rows, c, accumulate)
-        for b in range(short, B):
-            _tile_row_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+            _narrow_tile(a, b, k0, panels, p, kb, ke, out, c, accumulate, 1, vectors)
     else:
         for b in range(0, B, ROWS):
             rows = min(ROWS, B - b)
@@ -230,6 +225,25 @@ def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
                     _tile_row(a, b + r, k0, panels, p, kb, ke, scratch, r, 0, accumulate)
             for r in range(rows):
                 copy_into(out[b + r, c:c + width], scratch[r, :width])
+
+
+@jit_borrowing
+def _narrow_tile(a, b, k0, panels, p, kb, ke, out, c, accumulate, rows, vectors):
+    """The tile of the first ``vectors`` (1 or 2) vectors of panel ``p`` for ``rows``
+    (:data:`ROWS`, :data:`SHORT_ROWS` or 1) rows from ``b``, written into ``out`` from column
+    ``c`` (a tile's size is fixed when it is compiled: one of six)."""
+    if rows == ROWS and vectors == 1:
+        _tile_rows_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    elif rows == ROWS:
+        _tile_rows_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    elif rows == SHORT_ROWS and vectors == 1:
+        _tile_short_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    elif rows == SHORT_ROWS:
+        _tile_short_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    elif vectors == 1:
+        _tile_row_1(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
+    else:
+        _tile_row_2(a, b, k0, panels, p, kb, ke, out, b, c, accumulate)
 
 
 def _python_tile(rows, spans, vectors=VECTORS):
