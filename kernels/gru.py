@@ -100,7 +100,8 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
 
 @jit_borrowing
 def gate_blocks(v, H):
-    """The three ``(H,)`` blocks ``r, z, n`` of a ``(3H,)`` row, as views."""
+    """The three ``(H,)`` blocks ``r, z, n`` of a ``(3H,)`` row, as views. Uncounted views:
+    only for callers compiled without reference counting too (:data:`~._jit.jit_borrowing`)."""
     return v[:H], v[H:2 * H], v[2 * H:3 * H]
 
 

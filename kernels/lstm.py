@@ -99,7 +99,8 @@ def lstm_cell_row(a, c_prev, gates, c, tanh_c, m):
 
 @jit_borrowing
 def gate_blocks(v, H):
-    """The four ``(H,)`` blocks ``i, f, g, o`` of a ``(4H,)`` row, as views."""
+    """The four ``(H,)`` blocks ``i, f, g, o`` of a ``(4H,)`` row, as views. Uncounted views:
+    only for callers compiled without reference counting too (:data:`~._jit.jit_borrowing`)."""
     return v[:H], v[H:2 * H], v[2 * H:3 * H], v[3 * H:4 * H]
 
 
