@@ -86,10 +86,12 @@ ROWS, VECTORS = (8 if VECTOR_BYTES == 64 else 4), 3
 SHORT_ROWS = 4
 #: panels side by side in a one-row tile (4 x 3 = 12 accumulators again)
 SPANS = 4
-#: rows of a panel per pass: 128 x NT elements are 12 KiB in either dtype, so a panel's block
-#: stays in the 32 KiB L1 while the blocks of rows go by (a whole panel at K = 256 did not: 15-20 %
-#: slower than the BLAS there). Each pass sums its own chain from zero and adds it to ``out``
-#: (blocked summation: the float32 error grows with ``DEPTH``, not with ``K``).
+#: rows of a panel per pass: 128 x NT elements are 12 KiB in either dtype (24 KiB with AVX-512's
+#: wider panels), so a panel's block stays in the 32 KiB L1 (48 KiB on the AVX-512 Xeon) while
+#: the blocks of rows go by (a whole panel at K = 256 did not: 15-20 % slower than the BLAS
+#: there; passes of 160 on the Xeon: 0.97-1.02 of the time of LSTM inference). Each pass sums
+#: its own chain from zero and adds it to ``out`` (blocked summation: the float32 error grows
+#: with ``DEPTH``, not with ``K``).
 DEPTH = 128
 
 
