@@ -194,6 +194,24 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
                         onto, scratch)
 
 
+@jit
+def _tiles_matmul(a, w, out):
+    """``out = a @ w`` for ``a (M, K)``, ``w (K, N)``, ``out (M, N)`` (rows of ``a`` and ``out``
+    contiguous) by the tiles: ``w`` packed once, then all ``M`` rows."""
+    panel_matmul(a, 0, prepare_panels(w, 0, w.shape[0], 0, w.shape[1]), out, 0, w.shape[1],
+                 False)
+
+
+def _numpy_matmul(a, w, out):
+    """``out = a @ w`` (NumPy)."""
+    np.matmul(a, w, out=out)
+
+
+#: ``tiles_matmul(a, w, out)``: ``out = a @ w`` over many rows by the tiles (a layer's input
+#: projection over all ``T * B`` rows); as plain Python (``NUMBA_DISABLE_JIT=1``) NumPy's matmul
+tiles_matmul = _numpy_matmul if numba.config.DISABLE_JIT else _tiles_matmul
+
+
 @jit_borrowing
 def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
     """The tiles of the last panel ``p``, ``width < NT`` columns from column ``c`` of ``out``,

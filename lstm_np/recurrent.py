@@ -26,7 +26,7 @@ from . import _arrays, _threads, _workspace
 from .kernels import _blas
 from .kernels import gru as gru_kernels
 from .kernels._blocks import add_rows_f64, transpose_into
-from .kernels._tiles import VECTOR_BYTES
+from .kernels import _tiles
 from .kernels import lstm as lstm_kernels
 from .kernels import rnn as rnn_kernels
 from .tape import Gradients, Tape
@@ -34,12 +34,23 @@ from .tape import Gradients, Tape
 _DIRECTION_SUFFIX = ("", "_reverse")
 
 
+#: a product over all ``T * B`` rows summing at most one pass of ``k`` (an input projection,
+#: ``K = I <= 128``) goes to the tiles where they have AVX-512
+#: (:func:`lstm_np.kernels._tiles.tiles_matmul`; else, ``None``, and for longer sums, NumPy's
+#: BLAS). Measured on an AVX-512 Xeon, inference 0.92-0.96 of the time at (8, 16, 64) to
+#: (64, 64, 256) (RNN, GRU), 0.99 at (128, 128, 512); the input gradient (``K = G``) on the
+#: tiles made LSTM training 1.03-1.05 of the time at (64, 64, 256) and (128, 128, 512).
+_ROWS_PRODUCT = _tiles.tiles_matmul if _tiles.VECTOR_BYTES == 64 else None
+
+
 def _steps_matmul(a, b):
-    """``a @ b`` for ``a (T, B, K)``, ``b (K, N)``: ``(T, B, N)`` in reused memory, one GEMM
+    """``a @ b`` for ``a (T, B, K)``, ``b (K, N)``: ``(T, B, N)`` in reused memory, one product
     over all ``T * B`` rows (in blocks of rows, :func:`lstm_np._threads.matmul`)."""
     T, B, K = a.shape
     out = _workspace.empty((T * B, b.shape[1]), a.dtype)
-    return _threads.matmul(a.reshape(T * B, K), b, out).reshape(T, B, b.shape[1])
+    product = _ROWS_PRODUCT if K <= _tiles.DEPTH else None
+    rows = _threads.matmul(a.reshape(T * B, K), b, out, product)
+    return rows.reshape(T, B, b.shape[1])
 
 
 def _input_projection(x, weight):
@@ -145,7 +156,7 @@ class Recurrent:
     #: on an AVX-512 Xeon the tiles won up to 256 rows: 0.82-0.90 (inference) and 0.83-0.96
     #: (training) with 64 and 128 rows on one thread, 0.91-1.03 with two blocks of 64; with 256
     #: and 512 rows 0.89-1.01. So the BLAS takes over from 512 rows there.
-    blas_min_rows = 512 if VECTOR_BYTES == 64 else 64
+    blas_min_rows = 512 if _tiles.VECTOR_BYTES == 64 else 64
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):

@@ -18,7 +18,7 @@ from lstm_np.kernels._blocks import (add_rows_f64, all_finite, matmul_add, take_
                                      transpose_into)
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SHORT_ROWS, SPANS, VECTOR_BYTES, VECTORS,
                                     _tile_kernel, _vector_bytes, pack_panels, panel_matmul,
-                                    panel_width, prepare_panels, saves_a_pass)
+                                    panel_width, prepare_panels, saves_a_pass, tiles_matmul)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -182,6 +182,21 @@ def test_vector_bytes_follows_numbas_cpu_features(monkeypatch, features, width):
     (``NUMBA_CPU_FEATURES`` when set): AVX-512 gives 64 bytes, anything else 32."""
     monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
     assert _vector_bytes() == width
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiles_matmul(dtype):
+    """``out = a @ w`` over many rows by the tiles (the layers' input projection), against
+    float64 NumPy, every entry written."""
+    rng = np.random.default_rng(9)
+    for M, K, N in [(800, 16, 64), (13, 3, 130), (1, DEPTH, 7), (37, 1, 48)]:
+        a = rng.standard_normal((M, K)).astype(dtype)
+        w = rng.standard_normal((K, N)).astype(dtype)
+        out = np.full((M, N), np.nan, dtype)
+        tiles_matmul(a, w, out)
+        expected = a.astype(np.float64) @ w
+        scale = 1.0 + np.abs(a).astype(np.float64) @ np.abs(w)
+        assert np.all(np.abs(out - expected) <= TOLERANCE[dtype] * K * scale), (M, K, N)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (33, 7), (64, 96), (70, 31), (2048, 40)])

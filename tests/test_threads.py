@@ -217,3 +217,10 @@ def test_products_in_blocks(three_threads, monkeypatch):
     assert len(_threads.product_blocks(300, 40 * 70 * 8)) == 3
     out = _threads.matmul(a, b, np.empty((300, 70)))
     assert np.allclose(out, a @ b, rtol=1e-13, atol=1e-13)
+    seen = []
+
+    def product(a_rows, b_, out_rows):                  # each block through the given product
+        seen.append(a_rows.shape[0])
+        np.matmul(a_rows, b_, out=out_rows)
+    out = _threads.matmul(a, b, np.full((300, 70), np.nan), product)
+    assert sorted(seen) == [100, 100, 100] and np.allclose(out, a @ b, rtol=1e-13, atol=1e-13)
