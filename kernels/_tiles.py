@@ -146,6 +146,15 @@ def prepare_panels(w, k0, k1, n0, n1):
 
 
 @jit_borrowing
+def _row_blocks(B):
+    """How ``B`` rows go to tiles: blocks of :data:`ROWS` below ``full_rows``, one block of
+    :data:`SHORT_ROWS` from there below ``short`` (if that many are left and ``ROWS`` is
+    larger), one-row tiles from ``short`` on: ``(full_rows, short)``."""
+    full_rows = B - B % ROWS
+    return full_rows, (full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows)
+
+
+@jit_borrowing
 def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     """``out[:, n0:n1] (+)= a[:, k0:k0 + K] @ W`` with ``prepared = prepare_panels(W, .., n0,
     n1)`` (``K`` the panels' second axis); ``+=`` if ``accumulate``, else ``=``. Rows of ``a``
@@ -161,8 +170,7 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     panels, scratch = prepared
     B = a.shape[0]
     K, nt = panels.shape[1], panels.shape[2]
-    full_rows = B - B % ROWS
-    short = full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows
+    full_rows, short = _row_blocks(B)
     full_panels = (n1 - n0) // nt
     last = n1 - n0 - full_panels * nt                   # columns in a last, narrower panel
     if K == 0 and not accumulate:
@@ -220,8 +228,7 @@ def _last_panel(a, k0, panels, p, kb, ke, out, c, width, accumulate, scratch):
     ``B = 8``, ``K = 64`` took 2.23 us with the 4 columns through the scratch block, 1.67 us
     for the five panels alone)."""
     B = a.shape[0]
-    full_rows = B - B % ROWS
-    short = full_rows + SHORT_ROWS if B - full_rows >= SHORT_ROWS else full_rows
+    full_rows, short = _row_blocks(B)
     lanes = panels.shape[2] // VECTORS
     if width == lanes or width == 2 * lanes:
         vectors = width // lanes

@@ -146,20 +146,20 @@ def step_blocks(rows, row_step_bytes):
     return row_blocks(rows, max(MIN_ROWS_PER_BLOCK, need))
 
 
+def _numpy_matmul(a, b, out):
+    np.matmul(a, b, out=out)
+
+
 def matmul(a, b, out, product=None):
     """``out = a @ b`` for 2-D arrays, rows of ``a`` (and ``out``) in parallel blocks, each
     block by ``product(a_rows, b, out_rows)`` (``None``: NumPy's matmul)."""
+    product = product or _numpy_matmul
     blocks = product_blocks(a.shape[0], a.shape[1] * b.shape[1] * a.itemsize)
     if len(blocks) == 1:        # no closure and no row views: 3-5 % of a T = 1 RNN call
-        if product is None:
-            return np.matmul(a, b, out=out)
         product(a, b, out)
         return out
 
     def run(r0, r1):
-        if product is None:
-            np.matmul(a[r0:r1], b, out=out[r0:r1])
-        else:
-            product(a[r0:r1], b, out[r0:r1])
+        product(a[r0:r1], b, out[r0:r1])
     in_blocks(run, blocks)
     return out

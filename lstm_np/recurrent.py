@@ -59,25 +59,12 @@ def _input_projection(x, weight):
     return _steps_matmul(x, weight.T)
 
 
-#: weights of at least this many entries are transposed by the compiled copy in blocks
-#: (:func:`lstm_np.kernels._blocks.transpose_into`: a (2048, 512) float32 weight 0.9 ms
-#: against NumPy's 7.9); smaller ones by NumPy (a (256, 80) one 6 us against 11)
-_BLOCKED_TRANSPOSE_MIN = 1 << 16
-
-
-def _copy_transposed(out, a):
-    """``out[...] = a.T`` for a 2-D weight ``a`` and a C-contiguous ``out``."""
-    if a.size >= _BLOCKED_TRANSPOSE_MIN:
-        transpose_into(out, a)
-    else:
-        np.copyto(out, a.T)
-
-
 def _transposed(a):
     """``a.T`` of a 2-D weight as a C-contiguous array in reused memory: what the time loops
-    take (``W_hh^T``, ``W_hr^T``)."""
+    take (``W_hh^T``, ``W_hr^T``; large ones copied in blocks, see
+    :func:`lstm_np.kernels._blocks.transpose_into`)."""
     out = _workspace.empty(a.shape[::-1], a.dtype)
-    _copy_transposed(out, a)
+    transpose_into(out, a)
     return out
 
 
@@ -610,8 +597,8 @@ class LSTM(Recurrent):
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
         I = w_ih.shape[1]
         w_t = _workspace.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
-        _copy_transposed(w_t[:I], w_ih)
-        _copy_transposed(w_t[I:], w_hh)
+        transpose_into(w_t[:I], w_ih)
+        transpose_into(w_t[I:], w_hh)
         return w_t
 
     def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
