@@ -50,3 +50,36 @@ def compiled_for(kernel, *args):
         return kernel.overloads[signature].entry_point
     except (AttributeError, KeyError, TypeError):     # pragma: no cover - other Numba versions
         return kernel
+
+
+def _wide_vectors_python():
+    """Plain Python (``NUMBA_DISABLE_JIT=1``): nothing to do."""
+
+
+def _wide_vectors_intrinsic():
+    """The intrinsic behind :data:`wide_vectors`."""
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def wide_vectors(typingctx):
+        def codegen(context, builder, signature, args):
+            # llvmlite's attribute set takes only its list of keyword attributes; a string
+            # attribute is written into the function's definition as it stands
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            return context.get_dummy_value()
+        return types.void(), codegen
+    return wide_vectors
+
+
+#: ``wide_vectors()``, called first thing in a compiled function, lets LLVM vectorise that
+#: function's loops with 512-bit vectors where the CPU has AVX-512. For the CPUs that have it,
+#: LLVM's CPU models carry the tuning ``prefer-256-bit`` (wider vectors once lowered some chips'
+#: clock), so without it a loop of gate math runs at 256 bits; LLVM's function attribute
+#: ``"prefer-vector-width"="512"`` overrides that for one function. Numba's CPU target sets no
+#: such option itself, and setting ``NUMBA_CPU_FEATURES`` would change every Numba program of
+#: the process. Nothing changes in the arithmetic (each element's operations are the same at
+#: any width: tested bitwise in tests/test_activations.py); where the CPU has no AVX-512 the
+#: attribute is clamped to its widest vectors. Measured on a 2-core AVX-512 Xeon (one thread):
+#: a loop of tanh over 512 elements 0.78 of the time in float64, 0.86 in float32.
+wide_vectors = _wide_vectors_python if numba.config.DISABLE_JIT else _wide_vectors_intrinsic()

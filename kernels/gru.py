@@ -37,7 +37,7 @@ from ._activations import sigmoid, tanh
 from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
                       matmul_into, step_indices, stream_layout, take_block)
-from ._jit import jit, jit_borrowing
+from ._jit import jit, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
@@ -46,6 +46,7 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
     ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
     ``reset_after=False`` its ``n`` block holds only ``b_hn``); its ``r, z`` blocks are
     overwritten with the pre-activations. ``gates`` may be ``xw``."""
+    wide_vectors()
     B, H = h_prev.shape
     for b in range(B):
         g_b = gates[b]
@@ -74,6 +75,7 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
     ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
     Rows past their length carry ``h_prev``. Loops run over views from index 0 (see
     :func:`~lstm_np.kernels.lstm.lstm_cell_row`)."""
+    wide_vectors()
     B, H = h.shape
     b_n = b_ih[2 * H:]
     for b in range(B):
@@ -175,6 +177,7 @@ def gru_cell_backward(dh_t, gates, h_prev, hn, reset_after, t, lengths, gx, gh):
     """Per-row backward of one step, all but the ``r`` gate of ``reset_after=False`` (which needs
     ``d(rh)`` first, see :func:`gru_reset_backward`). Writes ``gx`` (gradient of ``xw``) and ``gh``
     (gradient of ``hw``), both ``(B, 3H)``."""
+    wide_vectors()
     B, H = dh_t.shape
     for b in range(B):
         if t >= lengths[b]:
@@ -209,6 +212,7 @@ def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh
     ``drh = dn_pre W_hn``; for both forms the direct part of the carried gradient,
     ``dh = dh_t * z (+ drh * r)`` (the caller adds ``gh W_hh``); rows past their length pass
     ``dh_t`` through."""
+    wide_vectors()
     B, H = dh_t.shape
     for b in range(B):
         if t >= lengths[b]:

@@ -22,13 +22,14 @@ from ._activations import tanh
 from ._blas import prepare, product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
-from ._jit import jit, jit_borrowing
+from ._jit import jit, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
 def rnn_cell(a, xw, bias, relu, t, lengths, h):
     """``h = phi(a + xw + bias)`` for rows still inside their sequence (others are left for the
     caller): ``a`` the recurrent product, ``xw`` the input product, ``bias (H,)``."""
+    wide_vectors()
     B, H = h.shape
     for b in range(B):
         if t >= lengths[b]:
@@ -89,6 +90,7 @@ def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b
 @jit_borrowing
 def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
     """``da = dh_t * phi'(a)`` from the step's output ``h``; zero past each length."""
+    wide_vectors()
     B, H = dh_t.shape
     for b in range(B):
         da_b = da[b]

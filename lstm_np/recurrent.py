@@ -540,7 +540,7 @@ class LSTM(Recurrent):
         return (self.output_size, self.hidden_size)
 
     def stream_work_size(self):
-        return 11 * self.hidden_size
+        return 7 * self.hidden_size
 
     def stream_flags(self):
         return [self.output_size, int(self.proj_size > 0)]

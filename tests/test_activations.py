@@ -1,10 +1,13 @@
 """The vectorisable exp/expm1/sigmoid/tanh of the kernels against numpy, in ulps, over the whole
 float64 range, tiny arguments, and the special values."""
+import numba
 import numpy as np
 import pytest
 from numba import njit
 
 from lstm_np.kernels import _activations as act
+from lstm_np.kernels._jit import wide_vectors
+from lstm_np.kernels._tiles import VECTOR_BYTES
 
 
 @njit
@@ -89,3 +92,47 @@ def test_float32_accuracy_in_float32_ulps(kind, max_ulps):
     ok = np.abs(ref) > 1e-37
     ulps = np.abs(out[ok].astype(np.float64) - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(np.float32))
     assert ulps.max() <= max_ulps, f"worst {ulps.max():.2f} ulp at x={X32[ok][np.argmax(ulps)]}"
+
+
+#: the kernels' options (kernels._jit), without the on-disk cache
+_kernel_jit = njit(nogil=True, error_model="numpy", fastmath={"contract"})
+
+
+@_kernel_jit
+def _gate_loops(x, s, t):
+    for i in range(x.size):
+        s[i] = act.sigmoid(x[i])
+    for i in range(x.size):
+        t[i] = act.tanh(x[i])
+
+
+@_kernel_jit
+def _gate_loops_wide(x, s, t):
+    wide_vectors()
+    for i in range(x.size):
+        s[i] = act.sigmoid(x[i])
+    for i in range(x.size):
+        t[i] = act.tanh(x[i])
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compares compiled loops of two vector "
+                    "widths; as plain Python there are no vectors")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_vectors_change_no_bit(dtype):
+    """``wide_vectors()`` asks LLVM for 512-bit vectors in the function that calls it (the
+    attribute is in its IR, and where the CPU has AVX-512 its loops use zmm registers) and
+    changes no bit of the gate math: sigmoid and tanh over the whole range, special values
+    and a length that leaves a remainder after the vectors."""
+    x = np.concatenate([X, [np.nan, np.inf, -np.inf, 0.0, -0.0]])[:-3].astype(dtype)
+    narrow = [np.empty_like(x), np.empty_like(x)]
+    wide = [np.empty_like(x), np.empty_like(x)]
+    _gate_loops(x, *narrow)
+    _gate_loops_wide(x, *wide)
+    assert np.array_equal(narrow[0], wide[0], equal_nan=True)
+    assert np.array_equal(narrow[1], wide[1], equal_nan=True)
+    signature = _gate_loops_wide.signatures[-1]
+    attribute = '"prefer-vector-width"="512"'
+    assert attribute in _gate_loops_wide.inspect_llvm(signature)
+    assert attribute not in _gate_loops.inspect_llvm(_gate_loops.signatures[-1])
+    if VECTOR_BYTES == 64:
+        assert "zmm" in _gate_loops_wide.inspect_asm(signature)
