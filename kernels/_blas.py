@@ -25,7 +25,7 @@ from numba.extending import overload, register_jitable
 
 from ._blocks import fill_rows, matmul_into, side_by_side
 from ._jit import jit, jit_borrowing
-from ._tiles import panel_matmul, panel_width, prepare_panels, saves_a_pass
+from ._tiles import panel_matmul, panel_width, prepare_panels, prepare_transposed, saves_a_pass
 
 _PREFIX = "lstm_np_blas_"
 _CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
@@ -270,25 +270,42 @@ def projects_input_first(I, P, blas):
 
 
 @jit
-def prepare_step(w_t, I, blas):
-    """What :func:`step_product` takes besides ``w_t = [W_ih^T; W_hh^T] (I + P, G)``: whether
-    the step's two products are joined into one (:func:`joins_step`), whether the caller made
-    ``x W_ih^T`` before the loop (:func:`projects_input_first`), and the packed panels of the
-    whole ``w_t`` (joined) or of its two parts (not joined); with ``blas`` only the BLAS reads
-    them, so nothing is packed."""
-    K, G = w_t.shape
-    joined = joins_step(I, K - I, blas)
-    return (joined, projects_input_first(I, K - I, blas),
-            prepare(w_t, 0, K, 0, G, blas or not joined),
-            prepare(w_t[:I], 0, I, 0, G, blas or joined),
-            prepare(w_t[I:], 0, K - I, 0, G, blas or joined))
+def prepare_step(w_ih, w_hh, w_t, blas):
+    """What :func:`step_product` takes besides the weights: whether the step's two products
+    are joined into one (:func:`joins_step`), whether the caller made ``x W_ih^T`` before the
+    loop (:func:`projects_input_first`), and on the tiles the packed panels of the whole ``[W_ih^T;
+    W_hh^T]`` (joined) or of its two parts (not joined), packed from ``w_ih (G, I)`` and ``w_hh
+    (G, P)`` themselves (:func:`~._tiles.pack_transposed`). With ``blas`` nothing is packed:
+    the BLAS reads ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (unread on the tiles)."""
+    I, P = w_ih.shape[1], w_hh.shape[1]
+    joined = joins_step(I, P, blas)
+    G = w_ih.shape[0]
+    none = w_hh[:, :0]
+    return (joined, projects_input_first(I, P, blas),
+            prepare_t(w_ih, w_hh, 0, G, blas or not joined),
+            prepare_t(w_ih, none, 0, G, blas or joined),
+            prepare_t(w_hh, none, 0, G, blas or joined))
+
+
+@jit
+def prepare_t(first, second, n0, n1, blas):
+    """What :func:`product` takes for the block ``[first^T; second^T][:, n0:n1]`` of the
+    transposes of ``first (N, K1)`` and ``second (N, K2)`` (``K2 = 0``: ``first^T`` alone):
+    unless ``blas``, its panels packed from the weights as they are
+    (:func:`~._tiles.prepare_transposed`: no transposed copy first), else empty arrays (the
+    BLAS reads the transposes themselves)."""
+    if blas:
+        nt = panel_width(first.itemsize)
+        return np.empty((0, 0, nt), first.dtype), np.empty((0, nt), first.dtype)
+    return prepare_transposed(first, second, n0, n1)
 
 
 @jit_borrowing
 def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
     """The recurrent step's product ``a (B, G)`` from ``x_t (B, I)``, ``h_prev (B, P)`` and
-    ``w_t = [W_ih^T; W_hh^T] (I + P, G)`` (``prepared = prepare_step(w_t, I, blas)``), by the
-    BLAS (``blas``) or the register tiles:
+    the weights ``[W_ih^T; W_hh^T]`` (``prepared = prepare_step(w_ih, w_hh, w_t, blas)``; ``w_t``
+    the stacked transposes, read by the BLAS only), by the BLAS (``blas``) or the register
+    tiles:
 
     - joined (tiles, :func:`joins_step`): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]``, one
       product over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)``;
@@ -298,8 +315,8 @@ def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
 
     Returns whether ``a`` holds the whole pre-activation (all but the second case)."""
     joined, first, whole, ih, hh = prepared
-    K, G = w_t.shape
-    I = K - h_prev.shape[1]
+    I = x_t.shape[1]
+    K, G = I + h_prev.shape[1], a.shape[1]
     if first:
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, False, True)
         return False

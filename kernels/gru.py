@@ -34,7 +34,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, product
+from ._blas import prepare, prepare_t, product
 from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
                       matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -108,12 +108,14 @@ def gate_blocks(v, H):
 
 
 @jit
-def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw,
-                blas, b0, b1):
+def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
+                hw, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of the
     batch (blocks of rows may run in parallel threads).
 
-    In: ``xw (T, B, 3H)`` = ``x W_ih^T``; ``b_ih (3H,)``; ``w_hh_t (H, 3H)`` = ``W_hh^T``;
+    In: ``xw (T, B, 3H)`` = ``x W_ih^T``; ``b_ih (3H,)``; ``w_hh (3H, H)`` (packed for the
+    tiles as it is); ``w_hh_t (H, 3H)`` = ``W_hh^T`` (what the BLAS reads; unread on the
+    tiles, where it may be ``(0, 3H)``);
     ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch
@@ -123,8 +125,8 @@ def gru_forward(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_
     H = xw.shape[2] // 3
     _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
                        hw, blas, b0, b1,
-                       prepare(w_hh_t, 0, H, 0, 3 * H if reset_after else 2 * H, blas),
-                       prepare(w_hh_t, 0, H, 2 * H, 3 * H, blas or reset_after))
+                       prepare_t(w_hh, w_hh[:, :0], 0, 3 * H if reset_after else 2 * H, blas),
+                       prepare_t(w_hh, w_hh[:, :0], 2 * H, 3 * H, blas or reset_after))
 
 
 @jit_borrowing
@@ -151,8 +153,8 @@ def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, ga
         gru_candidate(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
-def gru_forward_blas(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn, hw,
-                     blas, b0, b1):
+def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq,
+                     hn, hw, blas, b0, b1):
     """:func:`gru_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
     loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored), same results up to
     summation order."""

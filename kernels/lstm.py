@@ -156,13 +156,15 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
+def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
                  gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
-    In: ``x (T, B, I)``, ``w_t (I + P, 4H)`` = ``[W_ih^T; W_hh^T]`` (the two transposes one
-    above the other); ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product where
+    In: ``x (T, B, I)``, ``w_ih (4H, I)``, ``w_hh (4H, P)`` (packed into panels for the tiles
+    as they are), ``w_t (I + P, 4H)`` = ``[W_ih^T; W_hh^T]`` (the two transposes one above the
+    other: what the BLAS reads; unread on the tiles, where it may be ``(0, 4H)``);
+    ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product where
     :func:`~._blas.projects_input_first` says so (on the BLAS, at ``I > P`` or ``I + P > 384``;
     the ``W_ih^T`` rows unread), else ``(T, B, 0)``: each step makes its whole pre-activation
     (:func:`~._blas.step_product`: ``x W_ih^T`` never goes through memory); ``bias (4H,)`` =
@@ -183,10 +185,10 @@ def lstm_forward(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
     reads and writes the same memory) and the final ``c`` ends in ``c_seq[T % 2]``. The
     arithmetic is the same, so the outputs are bitwise those of ``keep=True``.
     """
-    I = x.shape[2]
-    P = w_t.shape[0] - I
+    P = w_hh.shape[1]
     _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
-                        c_seq, tanh_c, a, m, xh, blas, b0, b1, prepare_step(w_t, I, blas),
+                        c_seq, tanh_c, a, m, xh, blas, b0, b1,
+                        prepare_step(w_ih, w_hh, w_t, blas),
                         prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj))
 
 
@@ -196,9 +198,9 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
     """The time loop of :func:`lstm_forward` over its packed weights ``step, hr``; compiled without
     reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
     nothing."""
-    T, _, I = x.shape
+    T = x.shape[0]
     lens = lengths[b0:b1]
-    P = w_t.shape[0] - I
+    P = h_seq.shape[2]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
@@ -218,7 +220,7 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
+def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
                       gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is

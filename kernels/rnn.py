@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blas import prepare, product
+from ._blas import prepare, prepare_t, product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -47,14 +47,16 @@ def rnn_cell(a, xw, bias, relu, t, lengths, h):
 
 
 @jit
-def rnn_forward(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+def rnn_forward(xw, bias, w_hh, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
     """One direction of one layer over ``T`` steps, for the rows ``b0 .. b1 - 1`` of the batch.
-    In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh_t (H, H)``,
-    ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B, H)``.
-    Scratch ``a (b1 - b0, H)``. ``blas``: each step's product by the BLAS (:func:`product`)."""
+    In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh (H, H)``
+    (packed for the tiles as it is), ``w_hh_t (H, H)`` = ``W_hh^T`` (what the BLAS reads;
+    unread on the tiles, where it may be ``(0, H)``), ``h_seq[init]`` (``init = T if reverse
+    else 0``). Out: ``h_seq (T + 1, B, H)``. Scratch ``a (b1 - b0, H)``. ``blas``: each step's
+    product by the BLAS (:func:`product`)."""
     H = xw.shape[2]
     _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1,
-                       prepare(w_hh_t, 0, H, 0, H, blas))
+                       prepare_t(w_hh, w_hh[:, :0], 0, H, blas))
 
 
 @jit_borrowing
@@ -73,7 +75,7 @@ def _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas,
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def rnn_forward_blas(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+def rnn_forward_blas(xw, bias, w_hh, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
     """:func:`rnn_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
     loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored)."""
     xw, h_seq, lengths = xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]

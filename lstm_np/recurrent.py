@@ -59,6 +59,13 @@ def _input_projection(x, weight):
     return _steps_matmul(x, weight.T)
 
 
+def _transposed_for(a, plan):
+    """What a time loop reads of a weight's transpose under ``plan`` (``(blocks, blas)``):
+    :func:`_transposed` where the steps' products go to the BLAS, else an empty ``(0, G)``
+    (the tiles pack their panels from the weight as it is, with no transposed copy first)."""
+    return _transposed(a) if plan[1] else np.empty((0, a.shape[0]), a.dtype)
+
+
 def _transposed(a):
     """``a.T`` of a 2-D weight as a C-contiguous array in reused memory: what the time loops
     take (``W_hh^T``, ``W_hr^T``; large ones copied in blocks, see
@@ -609,10 +616,13 @@ class LSTM(Recurrent):
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
         w_hr_t = _transposed(w["weight_hr"]) if has_proj else np.zeros((1, 1), dt)
-        w_t = self._stacked_t(w)                        # (I + P, 4H)
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        # what the BLAS reads: [W_ih^T; W_hh^T] (I + P, 4H); the tiles pack W_ih, W_hh as they are
+        w_t = self._stacked_t(w) if plan[1] else np.empty((0, 4 * H), dt)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, w_t, xw, self._summed_bias(w), w_hr_t, has_proj, lengths, reverse,
-                         keep, gates, h_seq, c_seq, tanh_c), (4 * H, H, w_t.shape[0]), plan)
+                        (x, w_ih, w_hh, w_t, xw, self._summed_bias(w), w_hr_t, has_proj,
+                         lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
+                        (4 * H, H, w_ih.shape[1] + w_hh.shape[1]), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
@@ -687,9 +697,10 @@ class GRU(Recurrent):
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         gates = xw            # each gate entry is written after its xw entry is read
         hn = _workspace.empty((T, B, H), dt)
+        plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
-                        (xw, b_ih, _transposed(w["weight_hh"]), b_hh,
-                         self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,))
+                        (xw, b_ih, w["weight_hh"], _transposed_for(w["weight_hh"], plan), b_hh,
+                         self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
 
@@ -757,9 +768,10 @@ class RNN(Recurrent):
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
         bias = self._summed_bias(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
+        plan = self._plan(B)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
-                        (xw, bias, _transposed(w["weight_hh"]),
-                         self.nonlinearity == "relu", lengths, reverse, h_seq), (H,))
+                        (xw, bias, w["weight_hh"], _transposed_for(w["weight_hh"], plan),
+                         self.nonlinearity == "relu", lengths, reverse, h_seq), (H,), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}
 

@@ -17,8 +17,9 @@ from lstm_np.kernels import _blas
 from lstm_np.kernels._blocks import (add_rows_f64, all_finite, matmul_add, take_block,
                                      transpose_into)
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SHORT_ROWS, SPANS, VECTOR_BYTES, VECTORS,
-                                    _tile_kernel, _vector_bytes, pack_panels, panel_matmul,
-                                    panel_width, prepare_panels, saves_a_pass, tiles_matmul)
+                                    _tile_kernel, _vector_bytes, pack_panels, pack_transposed,
+                                    panel_matmul, panel_width, prepare_panels, saves_a_pass,
+                                    tiles_matmul)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -58,6 +59,23 @@ def test_pack_panels_layout(dtype):
     joined = panels.transpose(1, 0, 2).reshape(k1 - k0, 3 * nt)
     assert np.array_equal(joined[:, :n1 - n0], w[k0:k1, n0:n1])
     assert not joined[:, n1 - n0:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K1,K2", [(5, 9), (7, 0), (0, 4), (DEPTH + 3, 2)])
+def test_pack_transposed_is_pack_panels_of_the_transposes(dtype, K1, K2):
+    """The panels packed from ``W_ih (N, K1)`` and ``W_hh (N, K2)`` as they are are exactly
+    those of ``[W_ih^T; W_hh^T]`` (the stacked transposes the time loops read before), for a
+    block of columns that leaves a short last panel and for all of them."""
+    nt = panel_width(np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(K1 * 10 + K2)
+    N = 2 * nt + 7
+    first = rng.standard_normal((N, K1)).astype(dtype)
+    second = rng.standard_normal((N, K2)).astype(dtype)
+    stacked = np.concatenate([first.T, second.T], axis=0)
+    for n0, n1 in ((0, N), (3, nt + 5)):
+        expected = pack_panels(stacked, 0, K1 + K2, n0, n1)
+        assert np.array_equal(pack_transposed(first, second, n0, n1), expected)
 
 
 
@@ -187,16 +205,24 @@ def test_vector_bytes_follows_numbas_cpu_features(monkeypatch, features, width):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tiles_matmul(dtype):
     """``out = a @ w`` over many rows by the tiles (the layers' input projection), against
-    float64 NumPy, every entry written."""
+    float64 NumPy, every entry written; ``w`` C-contiguous and ``w`` the transpose of a weight
+    (packed from the weight's rows): bitwise the same on the tiles."""
     rng = np.random.default_rng(9)
-    for M, K, N in [(800, 16, 64), (13, 3, 130), (1, DEPTH, 7), (37, 1, 48)]:
+    for M, K, N in [(800, 16, 64), (13, 3, 130), (1, DEPTH, 7), (37, 1, 48), (9, 2, 1)]:
         a = rng.standard_normal((M, K)).astype(dtype)
-        w = rng.standard_normal((K, N)).astype(dtype)
+        weight = rng.standard_normal((N, K)).astype(dtype)
+        w = np.ascontiguousarray(weight.T)
         out = np.full((M, N), np.nan, dtype)
         tiles_matmul(a, w, out)
         expected = a.astype(np.float64) @ w
         scale = 1.0 + np.abs(a).astype(np.float64) @ np.abs(w)
         assert np.all(np.abs(out - expected) <= TOLERANCE[dtype] * K * scale), (M, K, N)
+        transposed = np.full((M, N), np.nan, dtype)
+        tiles_matmul(a, weight.T, transposed)
+        if numba.config.DISABLE_JIT:      # NumPy's matmul: its own order for a transposed operand
+            assert np.all(np.abs(transposed - expected) <= TOLERANCE[dtype] * K * scale)
+        else:
+            assert np.array_equal(transposed, out), (M, K, N)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (33, 7), (64, 96), (70, 31), (2048, 40)])
@@ -407,9 +433,10 @@ def test_step_product(dtype, B, I, P, joined):
     bias = rng.standard_normal(G).astype(dtype)
     xh = np.full((B, I + P), np.nan, dtype)
     a = np.full((B, G), np.nan, dtype)
-    prepared = prepare_step(w_t, I, False)
+    w_ih, w_hh = np.ascontiguousarray(w_t[:I].T), np.ascontiguousarray(w_t[I:].T)
+    prepared = prepare_step(w_ih, w_hh, np.empty((0, G), dtype), False)  # w_t: the BLAS's only
     assert prepared[:2] == (joined, False) and joins_step(I, P, False) == joined
-    step_product(x, h, w_t, prepared, bias, xh, a, False)
+    step_product(x, h, np.empty((0, G), dtype), prepared, bias, xh, a, False)
     both = np.concatenate([x, h], axis=1).astype(np.float64)
     expected = bias + both @ w_t
     scale = 1.0 + np.abs(both) @ np.abs(w_t.astype(np.float64))
@@ -425,7 +452,7 @@ def test_step_product(dtype, B, I, P, joined):
     assert np.array_equal(a, alone)
 
     a_blas = np.full((B, G), np.nan, dtype)
-    prepared = prepare_step(w_t, I, True)
+    prepared = prepare_step(w_ih, w_hh, w_t, True)
     first = not (I <= P and I + P <= BLAS_IN_STEP_MAX_K)
     assert prepared[:2] == (False, first) and projects_input_first(I, P, True) == first
     assert not projects_input_first(I, P, False)
