@@ -422,10 +422,13 @@ def cpu_model():
         pass
     return platform.processor() or platform.machine()
 
+#: the sections ``--sections`` chooses from (all by default)
+SECTIONS = ("train", "infer", "stream", "memory", "startup", "flops", "accuracy")
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="train,infer,stream,memory,startup,flops,accuracy")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--cells", default="lstm,gru,rnn")
     parser.add_argument("--dtypes", default="float32,float64")
@@ -441,7 +444,11 @@ def main(argv=None):
                                                   for s in args.shapes.split(",")]
     if args.quick:
         args.shapes, args.repeats = args.shapes[:2], 3
-    sections = set(args.sections.split(","))
+    sections = {name for name in args.sections.split(",") if name}
+    unknown = sorted(sections - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: expected names from {','.join(SECTIONS)}, got "
+                     f"{','.join(unknown)}")
 
     import torch
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
