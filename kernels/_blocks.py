@@ -11,7 +11,7 @@ from numba.core import types
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from ._jit import jit, jit_any_order, jit_borrowing
+from ._jit import jit, jit_any_order, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
@@ -28,8 +28,12 @@ def matmul_add(a, w, out, k0, k1, n0, n1):
     any sum, so results do not depend on the vector width. A last odd row goes through
     :func:`_matmul_add_row`. Measured against pairs of ``k``, calls interleaved in one process
     (``B`` 2-32, ``K`` 8-96, ``N`` 96-384): float32 0-12 % faster where ``K >= 16`` (4 % slower at
-    ``K = 8``), float64 within -8 % to +5 %.
+    ``K = 8``), float64 within -8 % to +5 %. With 512-bit vectors where the CPU has them
+    (:data:`~._jit.wide_vectors`; each column's sum is the same at any width): a float32
+    streaming step at ``(I, H) = (32, 128)`` took 5.2 against 5.8 us (LSTM), 4.3 against 4.7
+    (GRU).
     """
+    wide_vectors()
     B = a.shape[0]
     b2 = B - B % 2
     k3 = k1 - (k1 - k0) % 3
@@ -85,6 +89,7 @@ def zero_columns(out, n0, n1):
 def _matmul_add_row(a_b, w, o, k0, k1, n0, n1):
     """One row of :func:`matmul_add`: ``o += a_b[k0:k1] @ w[k0:k1, n0:n1]``, four rows of ``w``
     per pass over ``o`` (one load and store of ``o`` per four multiply-adds)."""
+    wide_vectors()
     k4 = k1 - (k1 - k0) % 4
     for k in range(k0, k4, 4):
         a0 = a_b[k]
