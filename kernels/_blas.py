@@ -282,13 +282,13 @@ def prepare_step(w_ih, w_hh, w_t, blas):
     G = w_ih.shape[0]
     none = w_hh[:, :0]
     return (joined, projects_input_first(I, P, blas),
-            prepare_t(w_ih, w_hh, 0, G, blas or not joined),
-            prepare_t(w_ih, none, 0, G, blas or joined),
-            prepare_t(w_hh, none, 0, G, blas or joined))
+            prepare_from_weights(w_ih, w_hh, 0, G, blas or not joined),
+            prepare_from_weights(w_ih, none, 0, G, blas or joined),
+            prepare_from_weights(w_hh, none, 0, G, blas or joined))
 
 
 @jit
-def prepare_t(first, second, n0, n1, blas):
+def prepare_from_weights(first, second, n0, n1, blas):
     """What :func:`product` takes for the block ``[first^T; second^T][:, n0:n1]`` of the
     transposes of ``first (N, K1)`` and ``second (N, K2)`` (``K2 = 0``: ``first^T`` alone):
     unless ``blas``, its panels packed from the weights as they are

@@ -34,7 +34,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, prepare_t, product
+from ._blas import prepare, prepare_from_weights, product
 from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
                       matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -125,8 +125,10 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     H = xw.shape[2] // 3
     _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
                        hw, blas, b0, b1,
-                       prepare_t(w_hh, w_hh[:, :0], 0, 3 * H if reset_after else 2 * H, blas),
-                       prepare_t(w_hh, w_hh[:, :0], 2 * H, 3 * H, blas or reset_after))
+                       prepare_from_weights(w_hh, w_hh[:, :0], 0,
+                                            3 * H if reset_after else 2 * H, blas),
+                       prepare_from_weights(w_hh, w_hh[:, :0], 2 * H, 3 * H,
+                                            blas or reset_after))
 
 
 @jit_borrowing

@@ -173,10 +173,11 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
-    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. Each step's products write its
-    pre-activations into ``gates[t]``, which :func:`lstm_cell` activates in place. Scratch for
-    the block: ``a (b1 - b0, 4H)`` (read only where ``x W_ih^T`` was made first: the step's
-    ``h_{t-1} W_hh^T``), ``m (b1 - b0, H)``, ``xh (b1 - b0, I + P)``. ``blas``: each step's
+    writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. :func:`lstm_cell` activates the
+    gates in place: in inference each step's products write the pre-activations straight into
+    the gates' scratch, in training into ``a`` (then copied into ``gates[t]``). Scratch for the
+    block: ``a (b1 - b0, 4H)`` (unread in inference on the tiles), ``m (b1 - b0, H)``,
+    ``xh (b1 - b0, I + P)``. ``blas``: each step's
     products by the BLAS, else by register tiles (:func:`~._blas.product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and

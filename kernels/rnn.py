@@ -19,7 +19,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blas import prepare, prepare_t, product
+from ._blas import prepare, prepare_from_weights, product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -56,7 +56,7 @@ def rnn_forward(xw, bias, w_hh, w_hh_t, relu, lengths, reverse, h_seq, a, blas, 
     product by the BLAS (:func:`product`)."""
     H = xw.shape[2]
     _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1,
-                       prepare_t(w_hh, w_hh[:, :0], 0, H, blas))
+                       prepare_from_weights(w_hh, w_hh[:, :0], 0, H, blas))
 
 
 @jit_borrowing
