@@ -4,7 +4,8 @@ Shapes: ``T`` steps, ``B`` batch, ``H`` hidden; time-major, C-contiguous, one dt
 
 Forward, as ``torch.nn.RNN``, with ``phi = tanh`` or ``relu``::
 
-    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)    (x-part precomputed as xw)
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)    (x-part made in the step, or
+                                                          precomputed as xw on the BLAS)
     h_t = phi(a_t)
 
 Backward, ``dh_t`` the total gradient reaching ``h_t``::
@@ -19,72 +20,88 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blas import prepare, prepare_from_weights, product
+from ._blas import prepare, prepare_step, product, step_product
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
-def rnn_cell(a, xw, bias, relu, t, lengths, h):
-    """``h = phi(a + xw + bias)`` for rows still inside their sequence (others are left for the
-    caller): ``a`` the recurrent product, ``xw`` the input product, ``bias (H,)``."""
+def rnn_cell(a, xw, bias, summed, relu, t, lengths, h):
+    """``h = phi(a)`` for rows still inside their sequence (others are left for the caller):
+    ``a (B, H)`` the whole pre-activation if ``summed`` (the step made it,
+    :func:`~._blas.step_product`), else the recurrent product, to which the input product
+    ``xw (B, H)`` and ``bias (H,)`` are added first (``a`` overwritten)."""
     wide_vectors()
     B, H = h.shape
     for b in range(B):
         if t >= lengths[b]:
             continue
         a_b = a[b]
-        x_b = xw[b]
         h_b = h[b]
+        if not summed:
+            x_b = xw[b]
+            for j in range(H):
+                a_b[j] = a_b[j] + x_b[j] + bias[j]
         if relu:
             for j in range(H):
-                v = a_b[j] + x_b[j] + bias[j]
-                h_b[j] = v if v > 0.0 else 0.0
+                h_b[j] = a_b[j] if a_b[j] > 0.0 else 0.0
         else:
             for j in range(H):
-                h_b[j] = tanh(a_b[j] + x_b[j] + bias[j])
+                h_b[j] = tanh(a_b[j])
 
 
 @jit
-def rnn_forward(xw, bias, w_hh, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+def rnn_forward(x, w_ih, w_hh, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, blas, b0,
+                b1):
     """One direction of one layer over ``T`` steps, for the rows ``b0 .. b1 - 1`` of the batch.
-    In: ``xw (T, B, H)`` = ``x W_ih^T``, ``bias (H,)`` = ``b_ih + b_hh``, ``w_hh (H, H)``
-    (packed for the tiles as it is), ``w_hh_t (H, H)`` = ``W_hh^T`` (what the BLAS reads;
-    unread on the tiles, where it may be ``(0, H)``), ``h_seq[init]`` (``init = T if reverse
-    else 0``). Out: ``h_seq (T + 1, B, H)``. Scratch ``a (b1 - b0, H)``. ``blas``: each step's
-    product by the BLAS (:func:`product`)."""
-    H = xw.shape[2]
-    _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1,
-                       prepare_from_weights(w_hh, w_hh[:, :0], 0, H, blas))
+    In: ``x (T, B, I)``, ``w_ih (H, I)``, ``w_hh (H, H)`` (packed for the tiles as they are),
+    ``w_t (I + H, H)`` = ``[W_ih^T; W_hh^T]`` (what the BLAS reads; unread on the tiles, where
+    it may be ``(0, H)``), ``xw (T, B, H)`` = ``x W_ih^T`` made beforehand where
+    :func:`~._blas.projects_input_first` says so, else ``(T, B, 0)``: each step makes its whole
+    pre-activation (:func:`~._blas.step_product`, as the LSTM's steps do), ``bias (H,)`` =
+    ``b_ih + b_hh``, ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B,
+    H)``. Scratch ``a (b1 - b0, H)``, ``xh (b1 - b0, I + H)``. ``blas``: each step's products
+    by the BLAS, else by register tiles (:func:`~._blas.product`)."""
+    _rnn_forward_steps(x, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, blas, b0, b1,
+                       prepare_step(w_ih, w_hh, w_t, blas))
 
 
 @jit_borrowing
-def _rnn_forward_steps(xw, bias, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1, hh):
-    """The time loop of :func:`rnn_forward` over its packed weights ``hh``; compiled without
+def _rnn_forward_steps(x, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, blas, b0, b1,
+                       step):
+    """The time loop of :func:`rnn_forward` over its packed weights ``step``; compiled without
     reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
     nothing."""
-    T, B, H = xw.shape
+    T = x.shape[0]
     lens = lengths[b0:b1]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        product(h_prev, w_hh_t, hh, a, 0, H, 0, H, False, blas)
-        rnn_cell(a, xw[t, b0:b1], bias, relu, t, lens, h_next)
+        summed = step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, a, blas)
+        rnn_cell(a, xw[t, b0:b1], bias, summed, relu, t, lens, h_next)
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def rnn_forward_blas(xw, bias, w_hh, w_hh_t, relu, lengths, reverse, h_seq, a, blas, b0, b1):
+def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, blas,
+                     b0, b1):
     """:func:`rnn_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
-    loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored)."""
-    xw, h_seq, lengths = xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
-    T = xw.shape[0]
+    loop cannot call NumPy's BLAS itself. Same arguments (``blas``, ``xh``, ``w_ih`` and
+    ``w_hh`` ignored), same results up to summation order."""
+    x, xw, h_seq, lengths = x[:, b0:b1], xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
+    T, _, I = x.shape
+    summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        np.matmul(h_seq[p], w_hh_t, out=a)
-        rnn_cell(a, xw[t], bias, relu, t, lengths, h_seq[q])
+        if summed:                            # bias + x_t W_ih^T + h W_hh^T
+            np.matmul(x[t], w_t[:I], out=a)
+            a += bias
+            a += h_seq[p] @ w_t[I:]
+        else:
+            np.matmul(h_seq[p], w_t[I:], out=a)
+        rnn_cell(a, xw[t], bias, summed, relu, t, lengths, h_seq[q])
         if partial:
             carry_past_end(t, lengths, h_seq[p], h_seq[q])
 
@@ -166,7 +183,7 @@ def rnn_step(x, w_ih_t, w_hh_t, bias, relu, ones, h, work):
     xa, _ = take_block(work, end, B, H)
     matmul_into(x, w_ih_t, xa, 0, x.shape[1], 0, H, False)
     matmul_into(h, w_hh_t, a, 0, H, 0, H, False)
-    rnn_cell(a, xa, bias, relu, 0, ones, h)
+    rnn_cell(a, xa, bias, False, relu, 0, ones, h)
 
 
 @jit

@@ -462,6 +462,27 @@ class Recurrent:
 
         _threads.in_blocks(run, blocks)
 
+    @staticmethod
+    def _input_part(w, x, plan):
+        """``x W_ih^T (T, B, G H)`` by one big product where the steps use the BLAS (``plan``)
+        and :func:`lstm_np.kernels._blas.projects_input_first` says so; else an empty
+        ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
+        (:func:`lstm_np.kernels._blas.step_product`)."""
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        if _blas.projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
+            return _input_projection(x, w_ih)
+        return np.empty(x.shape[:2] + (0,), x.dtype)
+
+    def _stacked_t(self, w):
+        """``[W_ih^T; W_hh^T] (I + P, G H)``, C-contiguous: the operand of the time loop's step
+        (:func:`lstm_np.kernels._blas.step_product`)."""
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        I = w_ih.shape[1]
+        w_t = _workspace.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
+        transpose_into(w_t[:I], w_ih)
+        transpose_into(w_t[I:], w_hh)
+        return w_t
+
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
         raise NotImplementedError
@@ -586,27 +607,6 @@ class LSTM(Recurrent):
                            np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[T % 2])
-
-    @staticmethod
-    def _input_part(w, x, plan):
-        """``x W_ih^T (T, B, 4H)`` by one big product where the steps use the BLAS (``plan``)
-        and :func:`lstm_np.kernels._blas.projects_input_first` says so; else an empty
-        ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
-        (:func:`lstm_np.kernels._blas.step_product`)."""
-        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        if _blas.projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
-            return _input_projection(x, w_ih)
-        return np.empty(x.shape[:2] + (0,), x.dtype)
-
-    def _stacked_t(self, w):
-        """``[W_ih^T; W_hh^T] (I + P, 4H)``, C-contiguous: the operand of the time loop's step
-        (:func:`lstm_np.kernels._blas.step_product`)."""
-        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        I = w_ih.shape[1]
-        w_t = _workspace.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
-        transpose_into(w_t[:I], w_ih)
-        transpose_into(w_t[I:], w_hh)
-        return w_t
 
     def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
                       plan):
@@ -765,13 +765,16 @@ class RNN(Recurrent):
     def _run_direction(self, w, x, state0, lengths, reverse):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
-        xw = _input_projection(x, w["weight_ih"])                         # (T, B, H)
-        bias = self._summed_bias(w)
-        h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         plan = self._plan(B)
+        xw = self._input_part(w, x, plan)                               # (T, B, H or 0)
+        h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
+        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
+        # what the BLAS reads: [W_ih^T; W_hh^T] (I + H, H); the tiles pack W_ih, W_hh as they are
+        w_t = self._stacked_t(w) if plan[1] else np.empty((0, H), dt)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
-                        (xw, bias, w["weight_hh"], _transposed_for(w["weight_hh"], plan),
-                         self.nonlinearity == "relu", lengths, reverse, h_seq), (H,), plan)
+                        (x, w_ih, w_hh, w_t, xw, self._summed_bias(w),
+                         self.nonlinearity == "relu", lengths, reverse, h_seq),
+                        (H, w_ih.shape[1] + H), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}
 
