@@ -213,9 +213,16 @@ def prepare(w, k0, k1, n0, n1, blas):
     (:func:`~._tiles.prepare_panels`), else empty arrays. A time loop prepares each weight block
     once and uses it for all ``T`` steps."""
     if blas:
-        nt = panel_width(w.itemsize)
-        return np.empty((0, 0, nt), w.dtype), np.empty((0, nt), w.dtype)
+        return _unpacked(w)
     return prepare_panels(w, k0, k1, n0, n1)
+
+
+@jit
+def _unpacked(w):
+    """What :func:`product` takes on the BLAS for ``w``'s dtype: empty arrays of the types the
+    tiles' ``(panels, scratch)`` have (the BLAS reads the weight itself)."""
+    nt = panel_width(w.itemsize)
+    return np.empty((0, 0, nt), w.dtype), np.empty((0, nt), w.dtype)
 
 
 @jit_borrowing
@@ -295,9 +302,21 @@ def prepare_from_weights(first, second, n0, n1, blas):
     (:func:`~._tiles.prepare_transposed`: no transposed copy first), else empty arrays (the
     BLAS reads the transposes themselves)."""
     if blas:
-        nt = panel_width(first.itemsize)
-        return np.empty((0, 0, nt), first.dtype), np.empty((0, nt), first.dtype)
+        return _unpacked(first)
     return prepare_transposed(first, second, n0, n1)
+
+
+def step_product_numpy(x_t, h_prev, w_t, bias, a, summed):
+    """:func:`step_product`'s BLAS cases in NumPy, for the time loops stepped in Python (the
+    ``*_forward_blas`` twins): ``a = bias + x_t W_ih^T + h_prev W_hh^T`` if ``summed`` (the
+    layer made no ``x W_ih^T``), else ``a = h_prev W_hh^T`` alone."""
+    I = x_t.shape[1]
+    if summed:
+        np.matmul(x_t, w_t[:I], out=a)
+        a += bias
+        a += h_prev @ w_t[I:]
+    else:
+        np.matmul(h_prev, w_t[I:], out=a)
 
 
 @jit_borrowing

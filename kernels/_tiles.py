@@ -118,21 +118,46 @@ def saves_a_pass(k_a, k_b):
 
 
 @jit
-def pack_panels(w, k0, k1, n0, n1):
-    """``w[k0:k1, n0:n1]`` as ``(P, K, NT)`` panels, ``P = ceil((n1 - n0) / NT)``: panel ``p``
-    holds columns ``n0 + p NT ..`` with zeros past ``n1``."""
-    nt = panel_width(w.itemsize)
-    n = max(n1 - n0, 0)
-    K = max(k1 - k0, 0)
-    panels = np.zeros(((n + nt - 1) // nt, K, nt), w.dtype)
+def _pack_into(panels, kp, w, k0, k1, n0, n1):
+    """Copy the block ``w[k0:k1, n0:n1]`` into ``panels`` from row ``kp`` on (panel ``p``
+    holds columns ``n0 + p NT ..``). ``w`` may be a transpose (``W^T`` of a layer's C-contiguous
+    ``W``, whose columns are contiguous): then each column is copied down the panel, read
+    along ``W``'s row, not across strided rows (a transposed copy made first took 0.7-0.9 ms of
+    a 33 ms float32 LSTM inference at ``(B, I, H) = (64, 64, 256)``, cold from memory; packing
+    from the weight's rows takes 0.50-0.55 of transpose and pack)."""
+    nt = panels.shape[2]
+    by_rows = w.strides[1] == w.itemsize or w.strides[0] != w.itemsize
     for p in range(panels.shape[0]):
         c0 = n0 + p * nt
         width = min(nt, n1 - c0)
-        for k in range(K):
-            src = w[k0 + k, c0:c0 + width]
-            dst = panels[p, k]
+        block = panels[p]
+        if by_rows:
+            for k in range(k1 - k0):
+                src = w[k0 + k, c0:c0 + width]
+                dst = block[kp + k]
+                for j in range(width):
+                    dst[j] = src[j]
+        else:
             for j in range(width):
-                dst[j] = src[j]
+                src = w[k0:k1, c0 + j]
+                for k in range(k1 - k0):
+                    block[kp + k, j] = src[k]
+
+
+@jit
+def _empty_panels(n, K, dtype_of):
+    """Zeroed ``(P, K, NT)`` panels for ``n`` columns of ``dtype_of``'s dtype."""
+    nt = panel_width(dtype_of.itemsize)
+    return np.zeros(((max(n, 0) + nt - 1) // nt, max(K, 0), nt), dtype_of.dtype)
+
+
+@jit
+def pack_panels(w, k0, k1, n0, n1):
+    """``w[k0:k1, n0:n1]`` as ``(P, K, NT)`` panels, ``P = ceil((n1 - n0) / NT)``: panel ``p``
+    holds columns ``n0 + p NT ..`` with zeros past ``n1``. ``w`` may be a transpose (see
+    :func:`_pack_into`)."""
+    panels = _empty_panels(n1 - n0, k1 - k0, w)
+    _pack_into(panels, 0, w, k0, k1, n0, n1)
     return panels
 
 
@@ -140,33 +165,26 @@ def pack_panels(w, k0, k1, n0, n1):
 def pack_transposed(first, second, n0, n1):
     """``[first^T; second^T][:, n0:n1]`` as ``(P, K, NT)`` panels (:func:`pack_panels`), ``K =
     K1 + K2``, from the weights as the layers keep them, ``first (N, K1)`` and ``second (N,
-    K2)`` (an LSTM's ``W_ih``, ``W_hh``; ``K2 = 0`` for one alone): the panels take the
-    transpose's columns straight from the weights' rows, so no transposed copy is made first
-    (at ``(B, I, H) = (64, 64, 256)`` that copy of the float32 weights, cold from memory, took
-    0.7-0.9 ms of a 33 ms LSTM inference)."""
-    nt = panel_width(first.itemsize)
-    n = max(n1 - n0, 0)
+    K2)`` (an LSTM's ``W_ih``, ``W_hh``; ``K2 = 0`` for one alone): no transposed copy is made
+    first."""
     K1 = first.shape[1]
-    K2 = second.shape[1]
-    panels = np.zeros(((n + nt - 1) // nt, K1 + K2, nt), first.dtype)
-    for p in range(panels.shape[0]):
-        c0 = n0 + p * nt
-        block = panels[p]
-        for j in range(min(nt, n1 - c0)):
-            src = first[c0 + j]
-            for k in range(K1):
-                block[k, j] = src[k]
-            src = second[c0 + j]
-            for k in range(K2):
-                block[K1 + k, j] = src[k]
+    panels = _empty_panels(n1 - n0, K1 + second.shape[1], first)
+    _pack_into(panels, 0, first.T, 0, K1, n0, n1)
+    _pack_into(panels, K1, second.T, 0, second.shape[1], n0, n1)
     return panels
+
+
+@jit
+def _with_scratch(panels):
+    """``(panels, scratch)``: what :func:`panel_matmul` takes, with its ``(ROWS, NT)`` scratch
+    block for a short last panel."""
+    return panels, np.zeros((ROWS, panels.shape[2]), panels.dtype)
 
 
 @jit
 def prepare_transposed(first, second, n0, n1):
     """:func:`prepare_panels` of ``[first^T; second^T][:, n0:n1]`` (:func:`pack_transposed`)."""
-    panels = pack_transposed(first, second, n0, n1)
-    return panels, np.zeros((ROWS, panels.shape[2]), first.dtype)
+    return _with_scratch(pack_transposed(first, second, n0, n1))
 
 
 @jit
@@ -174,8 +192,7 @@ def prepare_panels(w, k0, k1, n0, n1):
     """What :func:`panel_matmul` takes for the block ``w[k0:k1, n0:n1]``: its panels
     (:func:`pack_panels`) and a ``(ROWS, NT)`` scratch block for a short last panel, both made
     once, before a time loop."""
-    panels = pack_panels(w, k0, k1, n0, n1)
-    return panels, np.zeros((ROWS, panels.shape[2]), w.dtype)
+    return _with_scratch(pack_panels(w, k0, k1, n0, n1))
 
 
 @jit_borrowing
@@ -238,16 +255,10 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
 @jit
 def _tiles_matmul(a, w, out):
     """``out = a @ w`` for ``a (M, K)``, ``w (K, N)``, ``out (M, N)`` (rows of ``a`` and ``out``
-    contiguous) by the tiles: ``w`` packed once, then all ``M`` rows. A ``w`` that is the
-    transpose of a C-contiguous weight (a layer's ``W_ih^T``) is packed from that weight's rows
-    (:func:`pack_transposed`), not read down its strided columns."""
+    contiguous) by the tiles: ``w`` packed once (a layer's ``W_ih^T`` from ``W_ih``'s rows,
+    :func:`_pack_into`), then all ``M`` rows."""
     K, N = w.shape
-    if w.strides[0] == w.itemsize and K > 1:
-        wt = w.T
-        prepared = prepare_transposed(wt, wt[:, :0], 0, N)
-    else:
-        prepared = prepare_panels(w, 0, K, 0, N)
-    panel_matmul(a, 0, prepared, out, 0, N, False)
+    panel_matmul(a, 0, prepare_panels(w, 0, K, 0, N), out, 0, N, False)
 
 
 def _numpy_matmul(a, w, out):

@@ -37,7 +37,7 @@ its own last step, exactly as torch's packed sequences do.
 import numpy as np
 
 from ._activations import sigmoid, tanh
-from ._blas import prepare, prepare_step, product, step_product
+from ._blas import prepare, prepare_step, product, step_product, step_product_numpy
 from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -230,21 +230,17 @@ def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, r
     xw, x, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1]
                                           for v in (xw, x, gates, h_seq, c_seq, tanh_c))
     lengths = lengths[b0:b1]
-    T, _, I = x.shape
+    T = x.shape[0]
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
-        if summed:                            # bias + x_t W_ih^T + h W_hh^T, into the gates
-            np.matmul(x[t], w_t[:I], out=gates[r])
-            gates[r] += bias
-            gates[r] += h_seq[p] @ w_t[I:]
-        else:
-            np.matmul(h_seq[p], w_t[I:], out=a)
+        pre = gates[r] if summed else a       # the whole pre-activation goes into the gates
+        step_product_numpy(x[t], h_seq[p], w_t, bias, pre, summed)
         out = m if has_proj else h_seq[q]
-        lstm_cell(gates[r], xw[t], bias, summed, gates[r] if summed else a, c_seq[cp], t,
-                  lengths, c_seq[cq], tanh_c[r], out)
+        lstm_cell(gates[r], xw[t], bias, summed, pre, c_seq[cp], t, lengths, c_seq[cq],
+                  tanh_c[r], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
         if partial:

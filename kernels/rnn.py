@@ -20,7 +20,7 @@ Rows past their length (``t >= lengths[b]``) carry their state and pass gradient
 import numpy as np
 
 from ._activations import tanh
-from ._blas import prepare, prepare_step, product, step_product
+from ._blas import prepare, prepare_step, product, step_product, step_product_numpy
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
                       stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
@@ -90,17 +90,12 @@ def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, bias, relu, lengths, reverse, h_seq
     loop cannot call NumPy's BLAS itself. Same arguments (``blas``, ``xh``, ``w_ih`` and
     ``w_hh`` ignored), same results up to summation order."""
     x, xw, h_seq, lengths = x[:, b0:b1], xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
-    T, _, I = x.shape
+    T = x.shape[0]
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        if summed:                            # bias + x_t W_ih^T + h W_hh^T
-            np.matmul(x[t], w_t[:I], out=a)
-            a += bias
-            a += h_seq[p] @ w_t[I:]
-        else:
-            np.matmul(h_seq[p], w_t[I:], out=a)
+        step_product_numpy(x[t], h_seq[p], w_t, bias, a, summed)
         rnn_cell(a, xw[t], bias, summed, relu, t, lengths, h_seq[q])
         if partial:
             carry_past_end(t, lengths, h_seq[p], h_seq[q])

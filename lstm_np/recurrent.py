@@ -59,20 +59,27 @@ def _input_projection(x, weight):
     return _steps_matmul(x, weight.T)
 
 
-def _transposed_for(a, plan):
-    """What a time loop reads of a weight's transpose under ``plan`` (``(blocks, blas)``):
-    :func:`_transposed` where the steps' products go to the BLAS, else an empty ``(0, G)``
-    (the tiles pack their panels from the weight as it is, with no transposed copy first)."""
-    return _transposed(a) if plan[1] else np.empty((0, a.shape[0]), a.dtype)
-
-
-def _transposed(a):
-    """``a.T`` of a 2-D weight as a C-contiguous array in reused memory: what the time loops
-    take (``W_hh^T``, ``W_hr^T``; large ones copied in blocks, see
-    :func:`lstm_np.kernels._blocks.transpose_into`)."""
-    out = _workspace.empty(a.shape[::-1], a.dtype)
-    transpose_into(out, a)
+def _transposed(*weights):
+    """``[W_1^T; W_2^T; ..]``: the transposes of 2-D weights with one first dimension ``G``,
+    one above the other, as a C-contiguous ``(K_1 + K_2 + .., G)`` array in reused memory (large
+    ones copied in blocks, see :func:`lstm_np.kernels._blocks.transpose_into`)."""
+    out = _workspace.empty((sum(w.shape[1] for w in weights), weights[0].shape[0]),
+                           weights[0].dtype)
+    k = 0
+    for w in weights:
+        transpose_into(out[k:k + w.shape[1]], w)
+        k += w.shape[1]
     return out
+
+
+def _transposed_for(plan, *weights):
+    """What a time loop's BLAS reads of its weights under ``plan`` (``(blocks, blas)``):
+    their stacked transposes (:func:`_transposed`: ``W_hh^T``, or an LSTM's and RNN's
+    ``[W_ih^T; W_hh^T]``) where the steps' products go to the BLAS, else an empty ``(0, G)``:
+    the tiles pack their panels from the weights as they are, with no transposed copy."""
+    if plan[1]:
+        return _transposed(*weights)
+    return np.empty((0, weights[0].shape[0]), weights[0].dtype)
 
 
 def _sum_outer(dz, v):
@@ -473,16 +480,6 @@ class Recurrent:
             return _input_projection(x, w_ih)
         return np.empty(x.shape[:2] + (0,), x.dtype)
 
-    def _stacked_t(self, w):
-        """``[W_ih^T; W_hh^T] (I + P, G H)``, C-contiguous: the operand of the time loop's step
-        (:func:`lstm_np.kernels._blas.step_product`)."""
-        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        I = w_ih.shape[1]
-        w_t = _workspace.empty((I + w_hh.shape[1], w_hh.shape[0]), self.dtype)
-        transpose_into(w_t[:I], w_ih)
-        transpose_into(w_t[I:], w_hh)
-        return w_t
-
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
         raise NotImplementedError
@@ -617,8 +614,7 @@ class LSTM(Recurrent):
         has_proj = self.proj_size > 0
         w_hr_t = _transposed(w["weight_hr"]) if has_proj else np.zeros((1, 1), dt)
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        # what the BLAS reads: [W_ih^T; W_hh^T] (I + P, 4H); the tiles pack W_ih, W_hh as they are
-        w_t = self._stacked_t(w) if plan[1] else np.empty((0, 4 * H), dt)
+        w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + P, 4H) or (0, 4H)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, self._summed_bias(w), w_hr_t, has_proj,
                          lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
@@ -699,7 +695,7 @@ class GRU(Recurrent):
         hn = _workspace.empty((T, B, H), dt)
         plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
-                        (xw, b_ih, w["weight_hh"], _transposed_for(w["weight_hh"], plan), b_hh,
+                        (xw, b_ih, w["weight_hh"], _transposed_for(plan, w["weight_hh"]), b_hh,
                          self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
@@ -769,8 +765,7 @@ class RNN(Recurrent):
         xw = self._input_part(w, x, plan)                               # (T, B, H or 0)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        # what the BLAS reads: [W_ih^T; W_hh^T] (I + H, H); the tiles pack W_ih, W_hh as they are
-        w_t = self._stacked_t(w) if plan[1] else np.empty((0, H), dt)
+        w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + H, H) or (0, H)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, self._summed_bias(w),
                          self.nonlinearity == "relu", lengths, reverse, h_seq),
