@@ -23,7 +23,7 @@ from llvmlite import binding as _llvm
 from numba import carray, types
 from numba.extending import overload, register_jitable
 
-from ._blocks import fill_rows, matmul_into, side_by_side
+from ._blocks import matmul_into, side_by_side
 from ._jit import jit, jit_borrowing
 from ._tiles import panel_matmul, panel_width, prepare_panels, prepare_transposed, saves_a_pass
 
@@ -306,44 +306,47 @@ def prepare_from_weights(first, second, n0, n1, blas):
     return prepare_transposed(first, second, n0, n1)
 
 
-def step_product_numpy(x_t, h_prev, w_t, bias, a, summed):
+def step_product_numpy(x_t, h_prev, w_t, a, summed):
     """:func:`step_product`'s BLAS cases in NumPy, for the time loops stepped in Python (the
-    ``*_forward_blas`` twins): ``a = bias + x_t W_ih^T + h_prev W_hh^T`` if ``summed`` (the
-    layer made no ``x W_ih^T``), else ``a = h_prev W_hh^T`` alone."""
+    ``*_forward_blas`` twins): ``a = x_t W_ih^T + h_prev W_hh^T`` if ``summed`` (the layer made
+    no ``x W_ih^T``), else ``a = h_prev W_hh^T`` alone."""
     I = x_t.shape[1]
     if summed:
         np.matmul(x_t, w_t[:I], out=a)
-        a += bias
         a += h_prev @ w_t[I:]
     else:
         np.matmul(h_prev, w_t[I:], out=a)
 
 
 @jit_borrowing
-def step_product(x_t, h_prev, w_t, prepared, bias, xh, a, blas):
+def step_product(x_t, h_prev, w_t, prepared, xh, a, blas):
     """The recurrent step's product ``a (B, G)`` from ``x_t (B, I)``, ``h_prev (B, P)`` and
     the weights ``[W_ih^T; W_hh^T]`` (``prepared = prepare_step(w_ih, w_hh, w_t, blas)``; ``w_t``
     the stacked transposes, read by the BLAS only), by the BLAS (``blas``) or the register
-    tiles:
+    tiles; the bias is not in it (the cells add it where they activate, one pass over ``a``
+    fewer):
 
-    - joined (tiles, :func:`joins_step`): ``a = bias + [x_t, h_prev] [W_ih^T; W_hh^T]``, one
+    - joined (tiles, :func:`joins_step`): ``a = [x_t, h_prev] [W_ih^T; W_hh^T]``, one
       product over the ``I + P`` rows of ``k`` through the scratch ``xh (B, I + P)``;
     - the input projected first (BLAS, :func:`projects_input_first`): ``a = h_prev W_hh^T``
-      only (the caller made ``x W_ih^T`` for all steps at once and adds it and ``bias``);
-    - else: ``a = bias + x_t W_ih^T + h_prev W_hh^T``, two products in that order.
+      only (the caller made ``x W_ih^T`` for all steps at once and adds it);
+    - else: ``a = x_t W_ih^T + h_prev W_hh^T``, two products in that order.
 
-    Returns whether ``a`` holds the whole pre-activation (all but the second case)."""
+    The first product stores into ``a`` and the second adds to it: before, ``a`` was filled
+    with the bias and every product added to it, an extra pass over ``a`` per step (a float32
+    LSTM's products alone at ``(B, I, H) = (32, 32, 128)``: 0.92 of the time without it).
+
+    Returns whether ``a`` holds both parts (all but the second case)."""
     joined, first, whole, ih, hh = prepared
     I = x_t.shape[1]
     K, G = I + h_prev.shape[1], a.shape[1]
     if first:
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, False, True)
         return False
-    fill_rows(a, bias)
     if joined:
         side_by_side(xh, x_t, h_prev)
-        product(xh, w_t, whole, a, 0, K, 0, G, True, False)
+        product(xh, w_t, whole, a, 0, K, 0, G, False, False)
     else:
-        product(x_t, w_t[:I], ih, a, 0, I, 0, G, True, blas)
+        product(x_t, w_t[:I], ih, a, 0, I, 0, G, False, blas)
         product(h_prev, w_t[I:], hh, a, 0, K - I, 0, G, True, blas)
     return True

@@ -6,7 +6,8 @@ projection, ``P = proj_size`` with it). Everything is time-major and C-contiguou
 Forward, gate order ``i, f, g, o`` as in ``torch.nn.LSTM``::
 
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)         (B, 4H)  x-part precomputed
-                                  (BLAS steps) or made in the step (tiles: _blas.step_product)
+                                  (BLAS steps) or made in the step (tiles: _blas.step_product);
+                                  the bias added last, where the gates are activated
     i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
     c_t = f * c_{t-1} + i * g
     m_t = o * tanh(c_t)
@@ -38,7 +39,7 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import prepare, prepare_step, product, step_product, step_product_numpy
-from ._blocks import (add_into, all_finite, carry_past_end, copy_into, fill_rows,
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into,
                       matmul_add, matmul_into, step_indices, stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
 
@@ -46,13 +47,13 @@ from ._jit import jit, jit_borrowing, wide_vectors
 @jit_borrowing
 def lstm_cell(gates, xw, bias, summed, a, c_prev, t, lengths, c, tanh_c, m):
     """Gate math of one step for all rows, in place in ``gates (B, 4H)``, which leaves holding
-    the activated ``i, f, g, o``. The pre-activations: in ``gates`` already if ``a`` is
-    ``gates`` itself (the step's products wrote them there); else in ``a (B, 4H)`` (copied
-    into ``gates``) if ``summed``; else (``x W_ih^T`` made before the loop) ``a`` holds the
-    recurrent product ``h_{t-1} W_hh^T`` and the pre-activations ``a + xw + bias`` are summed
-    in ``a`` (overwritten) first (``gates`` may be ``xw`` itself: a loop that reads and writes
-    one array through two names is not vectorised, so the sum goes into the scratch);
-    ``xw (B, 4H)``, ``bias (4H,)``.
+    the activated ``i, f, g, o``. The step's products: in ``gates`` already if ``a`` is
+    ``gates`` itself (the products wrote them there); else in ``a (B, 4H)`` (copied into
+    ``gates``) if ``summed``; else (``x W_ih^T`` made before the loop) ``a`` holds the
+    recurrent product ``h_{t-1} W_hh^T`` and ``a + xw`` is summed in ``a`` (overwritten) first
+    (``gates`` may be ``xw`` itself: a loop that reads and writes one array through two names
+    is not vectorised, so the sum goes into the scratch); ``xw (B, 4H)``. The bias ``(4H,)``
+    is added as the gates are activated (:func:`lstm_cell_row`).
 
     Writes ``c (B, H)``, ``tanh_c (B, H)`` and ``m = o * tanh(c) (B, H)``. Rows past their
     length copy ``c_prev`` and leave zeros.
@@ -72,16 +73,17 @@ def lstm_cell(gates, xw, bias, summed, a, c_prev, t, lengths, c, tanh_c, m):
             if not summed:
                 x_b = xw[b]
                 for j in range(4 * H):
-                    a_b[j] += x_b[j] + bias[j]
+                    a_b[j] += x_b[j]
             copy_into(gates[b], a_b)
-        lstm_cell_row(gates[b], c_prev[b], c[b], tanh_c[b], m[b])
+        lstm_cell_row(gates[b], bias, c_prev[b], c[b], tanh_c[b], m[b])
 
 
 @jit_borrowing
-def lstm_cell_row(gates, c_prev, c, tanh_c, m):
-    """The gate math of one row, in place: ``gates (4H,)`` enters holding the summed
-    pre-activations and leaves holding the activated ``i, f, g, o``; with ``c_prev (H,)``
-    writes ``c``, ``tanh_c`` and ``m (H,)``. In inference the step's products write the
+def lstm_cell_row(gates, bias, c_prev, c, tanh_c, m):
+    """The gate math of one row, in place: ``gates (4H,)`` enters holding the pre-activations
+    but for the bias ``(4H,)``, added here (the step's products need no pass to put it in
+    first), and leaves holding the activated ``i, f, g, o``; with ``c_prev (H,)`` writes
+    ``c``, ``tanh_c`` and ``m (H,)``. In inference the step's products write the
     pre-activations into the gates' scratch rows and nothing else holds them (before, a second
     ``(B, 4H)`` block: at ``(B, H) = (64, 256)`` a step's arrays and panels filled the 2 MiB
     L2); float32 LSTM inference, one thread, old and new alternating: 0.96 of the time at
@@ -96,13 +98,15 @@ def lstm_cell_row(gates, c_prev, c, tanh_c, m):
     wide_vectors()
     H = c.shape[0]
     i, f, g, o = gate_blocks(gates, H)
+    _, _, b_g, b_o = gate_blocks(bias, H)
     i_f = gates[:2 * H]
+    b_if = bias[:2 * H]
     for j in range(2 * H):
-        i_f[j] = sigmoid(i_f[j])
+        i_f[j] = sigmoid(i_f[j] + b_if[j])
     for j in range(H):
-        g[j] = tanh(g[j])
+        g[j] = tanh(g[j] + b_g[j])
     for j in range(H):
-        o[j] = sigmoid(o[j])
+        o[j] = sigmoid(o[j] + b_o[j])
     for j in range(H):
         c[j] = f[j] * c_prev[j] + i[j] * g[j]
     for j in range(H):
@@ -212,7 +216,7 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
         # the cell activates them in place; training (and h W_hh^T alone, x W_ih^T made
         # first): into ``a``, which stays in cache, and the cell copies them to the tape
         pre = g if not keep and not step[1] else a
-        summed = step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, pre, blas)
+        summed = step_product(x[t, b0:b1], h_prev, w_t, step, xh, pre, blas)
         out = m if has_proj else h_next
         lstm_cell(g, xw[t, b0:b1], bias, summed, pre, c_seq[cp, b0:b1], t, lens,
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
@@ -237,7 +241,7 @@ def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, r
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
         r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
         pre = gates[r] if summed else a       # the whole pre-activation goes into the gates
-        step_product_numpy(x[t], h_seq[p], w_t, bias, pre, summed)
+        step_product_numpy(x[t], h_seq[p], w_t, pre, summed)
         out = m if has_proj else h_seq[q]
         lstm_cell(gates[r], xw[t], bias, summed, pre, c_seq[cp], t, lengths, c_seq[cq],
                   tanh_c[r], out)
@@ -322,9 +326,9 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
     ``bias (4H,)`` = ``b_ih + b_hh`` (zeros without bias), ``w_hr_t (H, P)``; ``work`` 1-D
     scratch of at least ``B * 7H`` entries.
 
-    The products accumulate onto the bias in one buffer (no separate input product), which the
-    gate math activates in place; the new state goes to scratch and is copied back, so no loop
-    reads and writes the same memory through two names.
+    The products go into one buffer (no separate input product), which the gate math
+    activates in place, adding the bias; the new state goes to scratch and is copied back, so
+    no loop reads and writes the same memory through two names.
     """
     B, H = c.shape
     P = h.shape[1]
@@ -332,11 +336,10 @@ def lstm_step(x, w_ih_t, w_hh_t, bias, w_hr_t, has_proj, h, c, work):
     c_next, end = take_block(work, end, B, H)
     tanh_c, end = take_block(work, end, B, H)
     m, _ = take_block(work, end, B, H)
-    fill_rows(gates, bias)
-    matmul_add(x, w_ih_t, gates, 0, x.shape[1], 0, 4 * H)
+    matmul_into(x, w_ih_t, gates, 0, x.shape[1], 0, 4 * H, False)
     matmul_add(h, w_hh_t, gates, 0, P, 0, 4 * H)
     for b in range(B):
-        lstm_cell_row(gates[b], c[b], c_next[b], tanh_c[b], m[b])
+        lstm_cell_row(gates[b], bias, c[b], c_next[b], tanh_c[b], m[b])
         copy_into(c[b], c_next[b])
     if has_proj:
         matmul_into(m, w_hr_t, h, 0, H, 0, P, False)

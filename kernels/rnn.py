@@ -5,7 +5,8 @@ Shapes: ``T`` steps, ``B`` batch, ``H`` hidden; time-major, C-contiguous, one dt
 Forward, as ``torch.nn.RNN``, with ``phi = tanh`` or ``relu``::
 
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + (b_ih + b_hh)    (x-part made in the step, or
-                                                          precomputed as xw on the BLAS)
+                                                          precomputed as xw on the BLAS;
+                                                          the bias added last, in phi's loop)
     h_t = phi(a_t)
 
 Backward, ``dh_t`` the total gradient reaching ``h_t``::
@@ -28,10 +29,11 @@ from ._jit import jit, jit_borrowing, wide_vectors
 
 @jit_borrowing
 def rnn_cell(a, xw, bias, summed, relu, t, lengths, h):
-    """``h = phi(a)`` for rows still inside their sequence (others are left for the caller):
-    ``a (B, H)`` the whole pre-activation if ``summed`` (the step made it,
+    """``h = phi(a + bias)`` for rows still inside their sequence (others are left for the
+    caller): ``a (B, H)`` both products if ``summed`` (the step made them,
     :func:`~._blas.step_product`), else the recurrent product, to which the input product
-    ``xw (B, H)`` and ``bias (H,)`` are added first (``a`` overwritten)."""
+    ``xw (B, H)`` is added first (``a`` overwritten); ``bias (H,)`` is added in the loop that
+    applies ``phi``."""
     wide_vectors()
     B, H = h.shape
     for b in range(B):
@@ -42,13 +44,14 @@ def rnn_cell(a, xw, bias, summed, relu, t, lengths, h):
         if not summed:
             x_b = xw[b]
             for j in range(H):
-                a_b[j] = a_b[j] + x_b[j] + bias[j]
+                a_b[j] = a_b[j] + x_b[j]
         if relu:
             for j in range(H):
-                h_b[j] = a_b[j] if a_b[j] > 0.0 else 0.0
+                v = a_b[j] + bias[j]
+                h_b[j] = v if v > 0.0 else 0.0
         else:
             for j in range(H):
-                h_b[j] = tanh(a_b[j])
+                h_b[j] = tanh(a_b[j] + bias[j])
 
 
 @jit
@@ -79,7 +82,7 @@ def _rnn_forward_steps(x, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, b
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
-        summed = step_product(x[t, b0:b1], h_prev, w_t, step, bias, xh, a, blas)
+        summed = step_product(x[t, b0:b1], h_prev, w_t, step, xh, a, blas)
         rnn_cell(a, xw[t, b0:b1], bias, summed, relu, t, lens, h_next)
         carry_past_end(t, lens, h_prev, h_next)
 
@@ -95,7 +98,7 @@ def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, bias, relu, lengths, reverse, h_seq
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        step_product_numpy(x[t], h_seq[p], w_t, bias, a, summed)
+        step_product_numpy(x[t], h_seq[p], w_t, a, summed)
         rnn_cell(a, xw[t], bias, summed, relu, t, lengths, h_seq[q])
         if partial:
             carry_past_end(t, lengths, h_seq[p], h_seq[q])

@@ -181,6 +181,7 @@ class Recurrent:
         self.params = {name: self.rng.uniform(-bound, bound, shape).astype(self.dtype)
                        for name, shape in self._param_shapes().items()}
         self._names = {}            # (layer, direction) -> [(short name, name in params)]
+        self._plans = {}            # (batch, kernel, blas_min_rows, threads) -> _plan(batch)
 
     # ----------------------------------------------------------------- sizes and names
     @property
@@ -445,13 +446,20 @@ class Recurrent:
         (:func:`lstm_np.set_num_threads`; each with enough work per step to be worth a thread,
         :func:`lstm_np._threads.step_blocks`) and whether each step's products go to the BLAS,
         per ``self.kernel``."""
-        if self.kernel not in ("auto", "loop", "blas"):
-            raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got {self.kernel!r}")
-        row_step = self.gate_count * self.hidden_size * (self.input_size + self.output_size)
-        blocks = _threads.step_blocks(batch, row_step * self.dtype.itemsize)
-        if self.kernel == "auto":
-            return blocks, min(b1 - b0 for b0, b1 in blocks) >= self.blas_min_rows
-        return blocks, self.kernel == "blas"
+        key = (batch, self.kernel, self.blas_min_rows, _threads.get_num_threads())
+        plan = self._plans.get(key)
+        if plan is None:        # worked out once per key: 3-4 % of a small layer's call
+            if self.kernel not in ("auto", "loop", "blas"):
+                raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got "
+                                 f"{self.kernel!r}")
+            row_step = self.gate_count * self.hidden_size * (self.input_size + self.output_size)
+            blocks = _threads.step_blocks(batch, row_step * self.dtype.itemsize)
+            if self.kernel == "auto":
+                blas = min(b1 - b0 for b0, b1 in blocks) >= self.blas_min_rows
+            else:
+                blas = self.kernel == "blas"
+            plan = self._plans[key] = (blocks, blas)
+        return plan
 
     def _time_loop(self, batch, kernel, twin, args, scratch, plan=None):
         """Run the time-loop ``kernel`` as ``kernel(*args, *work, blas, b0, b1)`` over blocks

@@ -419,9 +419,10 @@ def test_arrays_all_finite_on_every_layout(dtype):
 @pytest.mark.parametrize("I,P,joined", [(5, 7, True), (DEPTH + 2, 5, True), (DEPTH - 28, 40, False),
                                         (DEPTH, DEPTH, False), (0, 9, False), (100, 300, False)])
 def test_step_product(dtype, B, I, P, joined):
-    """The LSTM step's product from ``w_t = [W_ih^T; W_hh^T]``: on the tiles ``bias + [x_t, h]
-    w_t``, bitwise one product over the rows side by side when that saves a pass, else bitwise
-    ``x_t W_ih^T`` then ``h W_hh^T`` onto the bias; with the BLAS never joined: ``bias + x_t
+    """The LSTM and RNN step's product from ``w_t = [W_ih^T; W_hh^T]`` (no bias: the cells add
+    it): on the tiles ``[x_t, h] w_t``, bitwise one product over the rows side by side when
+    that saves a pass, else bitwise ``x_t W_ih^T`` stored then ``h W_hh^T`` added; whatever
+    ``a`` held before is not read (it starts as NaN here); with the BLAS never joined: ``x_t
     W_ih^T + h W_hh^T`` where ``I <= P`` and ``I + P <= BLAS_IN_STEP_MAX_K``, else ``h W_hh^T``
     alone (the layer made ``x W_ih^T`` first)."""
     assert saves_a_pass(I, P) == joined
@@ -430,24 +431,22 @@ def test_step_product(dtype, B, I, P, joined):
     x = rng.standard_normal((B, I)).astype(dtype)
     h = rng.standard_normal((B, P)).astype(dtype)
     w_t = rng.standard_normal((I + P, G)).astype(dtype)
-    bias = rng.standard_normal(G).astype(dtype)
     xh = np.full((B, I + P), np.nan, dtype)
     a = np.full((B, G), np.nan, dtype)
     w_ih, w_hh = np.ascontiguousarray(w_t[:I].T), np.ascontiguousarray(w_t[I:].T)
     prepared = prepare_step(w_ih, w_hh, np.empty((0, G), dtype), False)  # w_t: the BLAS's only
     assert prepared[:2] == (joined, False) and joins_step(I, P, False) == joined
-    step_product(x, h, np.empty((0, G), dtype), prepared, bias, xh, a, False)
+    step_product(x, h, np.empty((0, G), dtype), prepared, xh, a, False)
     both = np.concatenate([x, h], axis=1).astype(np.float64)
-    expected = bias + both @ w_t
+    expected = both @ w_t
     scale = 1.0 + np.abs(both) @ np.abs(w_t.astype(np.float64))
     assert np.all(np.abs(a - expected) <= TOLERANCE[dtype] * (I + P) * scale)
-    alone = np.empty_like(a)
-    alone[:] = bias
+    alone = np.full_like(a, np.nan)
     if joined:
         panel_matmul(both.astype(dtype), 0, prepare_panels(w_t, 0, I + P, 0, G), alone, 0, G,
-                     True)
+                     False)
     else:
-        panel_matmul(x, 0, prepare_panels(w_t[:I], 0, I, 0, G), alone, 0, G, True)
+        panel_matmul(x, 0, prepare_panels(w_t[:I], 0, I, 0, G), alone, 0, G, False)
         panel_matmul(h, 0, prepare_panels(w_t[I:], 0, P, 0, G), alone, 0, G, True)
     assert np.array_equal(a, alone)
 
@@ -456,7 +455,7 @@ def test_step_product(dtype, B, I, P, joined):
     first = not (I <= P and I + P <= BLAS_IN_STEP_MAX_K)
     assert prepared[:2] == (False, first) and projects_input_first(I, P, True) == first
     assert not projects_input_first(I, P, False)
-    summed = step_product(x, h, w_t, prepared, bias, xh, a_blas, True)
+    summed = step_product(x, h, w_t, prepared, xh, a_blas, True)
     assert summed == (not first)
     if summed:
         assert np.all(np.abs(a_blas - expected) <= TOLERANCE[dtype] * (I + P) * scale)
