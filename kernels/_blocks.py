@@ -132,14 +132,6 @@ def copy_into(dst, src):
 
 
 @jit_borrowing
-def fill_rows(out, row):
-    """Every row of the 2-D ``out`` set to the 1-D ``row`` (a bias, before products add onto
-    it)."""
-    for b in range(out.shape[0]):
-        copy_into(out[b], row)
-
-
-@jit_borrowing
 def side_by_side(out, left, right):
     """``out = [left, right]``: each row of the 2-D ``out`` the row of ``left`` followed by the
     row of ``right`` (an LSTM step's ``[x_t, h_{t-1}]``, one operand for one product)."""

@@ -2,7 +2,9 @@ r"""GRU kernels: forward over T steps, backward (BPTT) over T steps, one streami
 
 Shapes: ``T`` steps, ``B`` batch, ``H`` hidden. Time-major, C-contiguous, one dtype.
 Gate order ``r, z, n`` as in ``torch.nn.GRU``. Precomputed ``xw = x W_ih^T`` ``(T, B, 3H)``; the
-kernels add ``b_ih`` where they read it (one pass over memory fewer), written below as part of xw.
+kernels add ``b_ih`` where they read it (one pass over memory fewer), written below as part of xw,
+and ``b_hh`` to the step's product ``h_{t-1} W_hh^T`` where they read that (the product stores
+into its scratch, with no pass to put the bias in first), written below as part of hw.
 
 Forward, ``reset_after=True`` (torch; ONNX ``linear_before_reset=1``; Keras default)::
 
@@ -35,17 +37,18 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import prepare, prepare_from_weights, product
-from ._blocks import (add_into, all_finite, copy_into, fill_rows, matmul_add,
-                      matmul_into, step_indices, stream_layout, take_block)
+from ._blocks import (add_into, all_finite, copy_into, matmul_into, step_indices,
+                      stream_layout, take_block)
 from ._jit import jit, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
-def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
+def gru_gates_rz(xw, b_ih, b_hh, hw, h_prev, reset_after, t, lengths, gates, hn):
     """First half of a step: ``r``, ``z`` into ``gates[:, :2H]`` and ``hn`` (``hw_n`` if
-    ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T + b_hh`` (for
-    ``reset_after=False`` its ``n`` block holds only ``b_hn``); its ``r, z`` blocks are
-    overwritten with the pre-activations. ``gates`` may be ``xw``."""
+    ``reset_after`` else ``r * h_prev``). ``hw (B, 3H)`` holds ``h_prev W_hh^T`` without the
+    bias (for ``reset_after=False`` only its ``r, z`` blocks), to which ``b_hh (3H,)`` is added
+    here: its ``r, z`` blocks are overwritten with the pre-activations and (``reset_after``)
+    its ``n`` block with ``hw_n``. ``gates`` may be ``xw``."""
     wide_vectors()
     B, H = h_prev.shape
     for b in range(B):
@@ -58,11 +61,15 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
         x_b = xw[b]
         hw_b = hw[b]
         for j in range(2 * H):        # into the scratch: gates may share memory with xw
-            hw_b[j] += x_b[j] + b_ih[j]
+            hw_b[j] = (hw_b[j] + b_hh[j]) + (x_b[j] + b_ih[j])
         for j in range(2 * H):
             g_b[j] = sigmoid(hw_b[j])
         if reset_after:
-            copy_into(hn_b, hw_b[2 * H:])
+            hw_n = hw_b[2 * H:]
+            b_hn = b_hh[2 * H:]
+            for j in range(H):
+                hw_n[j] += b_hn[j]
+            copy_into(hn_b, hw_n)
         else:
             hp_b = h_prev[b]
             for j in range(H):
@@ -70,14 +77,16 @@ def gru_gates_rz(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, hn):
 
 
 @jit_borrowing
-def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
+def gru_candidate(xw, b_ih, b_hh, hw, h_prev, reset_after, t, lengths, gates, h):
     """Second half of a step: ``n`` into ``gates[:, 2H:]`` and the new state ``h``. For
-    ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T + b_hn``.
+    ``reset_after=False``, ``hw[:, 2H:]`` must by now hold ``(r * h_prev) W_hn^T``, to which
+    ``b_hn`` is added here.
     Rows past their length carry ``h_prev``. Loops run over views from index 0 (see
     :func:`~lstm_np.kernels.lstm.lstm_cell_row`)."""
     wide_vectors()
     B, H = h.shape
     b_n = b_ih[2 * H:]
+    b_hn = b_hh[2 * H:]
     for b in range(B):
         r, z, n = gate_blocks(gates[b], H)
         h_b = h[b]
@@ -93,7 +102,7 @@ def gru_candidate(xw, b_ih, hw, h_prev, reset_after, t, lengths, gates, h):
                 hw_n[j] = x_n[j] + b_n[j] + r[j] * hw_n[j]
         else:
             for j in range(H):
-                hw_n[j] += x_n[j] + b_n[j]
+                hw_n[j] = (hw_n[j] + b_hn[j]) + (x_n[j] + b_n[j])
         for j in range(H):
             n[j] = tanh(hw_n[j])
         for j in range(H):
@@ -119,7 +128,8 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch
-    ``hw (b1 - b0, 3H)``. ``gates`` may be ``xw`` itself: every gate entry is written after its
+    ``hw (b1 - b0, 3H)``: each step's ``h_{t-1} W_hh^T``, stored there by the product (the
+    biases are added where it is read). ``gates`` may be ``xw`` itself: every gate entry is written after its
     ``xw`` entry is read. ``blas``: each step's products by the BLAS (:func:`product`).
     """
     H = xw.shape[2] // 3
@@ -147,12 +157,11 @@ def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, ga
         x_t = xw[t, b0:b1]
         g_t = gates[t, b0:b1]
         hn_t = hn[t, b0:b1]
-        fill_rows(hw, b_hh)
-        product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, True, blas)
-        gru_gates_rz(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, hn_t)
+        product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, False, blas)
+        gru_gates_rz(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
-            product(hn_t, w_hh_t, nn, hw, 0, H, 2 * H, 3 * H, True, blas)
-        gru_candidate(x_t, b_ih, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
+            product(hn_t, w_hh_t, nn, hw, 0, H, 2 * H, 3 * H, False, blas)
+        gru_candidate(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
 def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq,
@@ -168,12 +177,12 @@ def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse
     w_n = w_hh_t[:, 2 * H:]
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        hw[:, :] = b_hh
-        hw[:, :w_rec.shape[1]] += h_seq[p] @ w_rec
-        gru_gates_rz(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        hw[:, :w_rec.shape[1]] = h_seq[p] @ w_rec
+        gru_gates_rz(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
         if not reset_after:
-            hw[:, 2 * H:] += hn[t] @ w_n
-        gru_candidate(xw[t], b_ih, hw, h_seq[p], reset_after, t, lengths, gates[t], h_seq[q])
+            hw[:, 2 * H:] = hn[t] @ w_n
+        gru_candidate(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, gates[t],
+                      h_seq[q])
 
 
 @jit_borrowing
@@ -316,13 +325,12 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     hw, end = take_block(work, end, B, 3 * H)
     gates, end = take_block(work, end, B, 3 * H)
     hn, _ = take_block(work, end, B, H)
-    fill_rows(hw, b_hh)
     matmul_into(x, w_ih_t, xw, 0, x.shape[1], 0, 3 * H, False)
-    matmul_add(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H)
-    gru_gates_rz(xw, b_ih, hw, h, reset_after, 0, ones, gates, hn)
+    matmul_into(h, w_hh_t, hw, 0, H, 0, 3 * H if reset_after else 2 * H, False)
+    gru_gates_rz(xw, b_ih, b_hh, hw, h, reset_after, 0, ones, gates, hn)
     if not reset_after:
-        matmul_add(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H)
-    gru_candidate(xw, b_ih, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
+        matmul_into(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H, False)
+    gru_candidate(xw, b_ih, b_hh, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
 
 
 @jit
