@@ -448,7 +448,7 @@ class Recurrent:
         per ``self.kernel``."""
         key = (batch, self.kernel, self.blas_min_rows, _threads.get_num_threads())
         plan = self._plans.get(key)
-        if plan is None:        # worked out once per key: 3-4 % of a small layer's call
+        if plan is None:        # worked out once per key: 0.16 us a call instead of 1.0
             if self.kernel not in ("auto", "loop", "blas"):
                 raise ValueError(f"kernel: expected 'auto', 'loop' or 'blas', got "
                                  f"{self.kernel!r}")
