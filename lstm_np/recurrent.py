@@ -335,13 +335,14 @@ class Recurrent:
     def _run(self, x, state, lengths, rng):
         x, unbatched = self._check_input(x)
         T, B, _ = x.shape                                   # (T, B, I)
-        state0 = self._check_state(state, B, unbatched)
+        # None: every state starts at zero, written by _state_sequence (no zeros made first)
+        state0 = None if state is None else self._check_state(state, B, unbatched)
         all_run = lengths is None                           # every sequence runs all T steps
         lengths = _arrays.lengths_array(lengths, B, T)
         past_end = None if all_run else _past_end(lengths, T)   # (T, B) or None
         D, P = self.num_directions, self.output_size
         inputs, steps, weights, masks = [], [], [], []
-        finals = [np.empty_like(s) for s in state0]
+        finals = [np.empty((self.num_layers * D, B, n), self.dtype) for n in self.state_sizes()]
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it)
         layer_in = _workspace.copy(x) if training else x
@@ -351,7 +352,7 @@ class Recurrent:
             for d in range(D):
                 row = layer * D + d
                 w = self._weights(layer, d)
-                init = tuple(s[row] for s in state0)
+                init = (None,) * len(finals) if state0 is None else tuple(s[row] for s in state0)
                 if training:
                     out, final, kept = self._run_direction(w, layer_in, init, lengths, bool(d))
                 else:
@@ -489,7 +490,9 @@ class Recurrent:
         return np.empty(x.shape[:2] + (0,), x.dtype)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
-        """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``."""
+        """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``.
+        ``state0``: the initial state, one ``(B, n)`` array per part, or ``None`` per part for
+        zeros."""
         raise NotImplementedError
 
     def _infer_direction(self, w, x, state0, lengths, reverse):
@@ -528,10 +531,10 @@ def _past_end(lengths, T):
 
 
 def _state_sequence(T, B, n, dtype, init, reverse):
-    """``(T + 1, B, n)`` state sequence with the initial state in place (index 0, or T if
-    ``reverse``)."""
+    """``(T + 1, B, n)`` state sequence with the initial state ``init`` (``(B, n)``, or
+    ``None``: zeros) in place (index 0, or T if ``reverse``)."""
     seq = _workspace.empty((T + 1, B, n), dtype)
-    seq[T if reverse else 0] = init
+    seq[T if reverse else 0] = 0.0 if init is None else init
     return seq
 
 
@@ -606,7 +609,7 @@ class LSTM(Recurrent):
         dt = self.dtype
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         cc = np.empty((2, B, H), dt)                                    # c, ping-pong
-        cc[0] = state0[1]
+        cc[0] = 0.0 if state0[1] is None else state0[1]
         plan = self._plan(B)
         self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse, False,
                            np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
