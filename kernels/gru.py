@@ -129,8 +129,9 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch
     ``hw (b1 - b0, 3H)``: each step's ``h_{t-1} W_hh^T``, stored there by the product (the
-    biases are added where it is read). ``gates`` may be ``xw`` itself: every gate entry is written after its
-    ``xw`` entry is read. ``blas``: each step's products by the BLAS (:func:`product`).
+    biases are added where it is read). ``gates`` may be ``xw`` itself: every gate entry is
+    written after its ``xw`` entry is read. ``blas``: each step's products by the BLAS
+    (:func:`product`).
     """
     H = xw.shape[2] // 3
     _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
@@ -330,7 +331,7 @@ def gru_step(x, w_ih_t, w_hh_t, b_ih, b_hh, reset_after, ones, h, work):
     gru_gates_rz(xw, b_ih, b_hh, hw, h, reset_after, 0, ones, gates, hn)
     if not reset_after:
         matmul_into(hn, w_hh_t, hw, 0, H, 2 * H, 3 * H, False)
-    gru_candidate(xw, b_ih, b_hh, hw, h, reset_after, 0, ones, gates, h)   # h read per element, then written
+    gru_candidate(xw, b_ih, b_hh, hw, h, reset_after, 0, ones, gates, h)   # h read, then written
 
 
 @jit

@@ -144,6 +144,29 @@ def test_inference_equals_training_forward(cell):
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("unbatched", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_no_state_is_a_zero_state(cell, unbatched):
+    """``state=None`` writes its zeros straight into the state sequences (no zero arrays made
+    first): bitwise the call with explicit zeros, in inference and training, forward and
+    reverse directions of a stack, whatever the sequence buffers held before (a call with a
+    random state runs first and leaves its values in the reused memory)."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 3, 4, num_layers=2, bidirectional=True, dtype=np.float32,
+                       **({"proj_size": 2} if cell == "lstm" else {}))
+    x = rng.standard_normal((6, 3) if unbatched else (6, 2, 3)).astype(np.float32)
+    zeros = tuple(np.zeros_like(p) for p in state_parts(random_state(layer, 2, rng, unbatched)))
+    zeros = zeros if len(zeros) > 1 else zeros[0]
+    for run in (lambda s: layer(x, s), lambda s: layer.forward(x, s)[:2]):
+        run(random_state(layer, 2, rng, unbatched))
+        y0, s0 = run(None)
+        run(random_state(layer, 2, rng, unbatched))
+        y1, s1 = run(zeros)
+        assert np.array_equal(y0, y1)
+        for a, b in zip(state_parts(s0), state_parts(s1)):
+            assert np.array_equal(a, b)
+
+
 def test_shapes_and_gradients_container():
     layer = lstm_np.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2,
                          batch_first=True, dtype=np.float64)
