@@ -28,9 +28,10 @@ Backward, ``dh_t`` the total gradient reaching ``h_t``::
                         dh_{t-1} = dh_t * z + [dr_pre, dz_pre] W_h{r,z} + d(rh) * r
     dxw = [dr_pre, dz_pre, dn_pre]
 
-After the loop (caller, one product over all ``T * B`` rows): ``dW_ih = dxw^T x``,
-``db_ih = sum dxw``, ``db_hh = sum dhw``, ``dW_hh = dhw^T h_{prev}`` (for ``reset_after=False``
-the ``n`` block is ``dhw_n^T (r * h_{prev})``), ``dx = dxw W_ih``.
+In the loop, while ``dxw_t`` is in cache: ``dx_t = dxw_t W_ih``. After the loop (caller, one
+product over all ``T * B`` rows): ``dW_ih = dxw^T x``, ``db_ih = sum dxw``, ``db_hh = sum dhw``,
+``dW_hh = dhw^T h_{prev}`` (for ``reset_after=False`` the ``n`` block is
+``dhw_n^T (r * h_{prev})``).
 Rows past their length (``t >= lengths[b]``) carry their state and pass gradients through.
 """
 import numpy as np
@@ -251,28 +252,30 @@ def gru_reset_backward(dh_t, drh, gates, h_prev, reset_after, t, lengths, gx, gh
 
 
 @jit
-def gru_backward(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
-                 dh, dxw, dhw, dh_steps, drh, blas, b0, b1):
+def gru_backward(dy, gates, h_seq, hn, w_ih, w_hh, reset_after, lengths, reverse,
+                 dh, dxw, dhw, dh_steps, dx, drh, blas, b0, b1):
     """BPTT for one direction of one layer, for the rows ``b0 .. b1 - 1`` of the batch.
 
     In: ``dy (T, B, H)`` (zero past each length); tape arrays from :func:`gru_forward`;
-    ``w_hh (3H, H)``. In/out: ``dh (B, H)``: gradient of the final state in, of the initial
-    state out. Out: ``dxw``, ``dhw (T, B, 3H)`` (gradients of ``xw`` and of ``hw``, see module
-    docstring), ``dh_steps (T, B, H)`` total ``dL/dh_t``. Scratch ``drh (b1 - b0, H)``.
+    ``w_ih (3H, I)``, ``w_hh (3H, H)``. In/out: ``dh (B, H)``: gradient of the final state in,
+    of the initial state out. Out: ``dxw``, ``dhw (T, B, 3H)`` (gradients of ``xw`` and of
+    ``hw``, see module docstring), ``dh_steps (T, B, H)`` total ``dL/dh_t``, ``dx (T, B, I)`` =
+    ``dxw W_ih``, made step by step while ``dxw_t`` is in cache. Scratch ``drh (b1 - b0, H)``.
     """
     H = dy.shape[2]
-    _gru_backward_steps(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse, dh, dxw, dhw,
-                        dh_steps, drh, blas, b0, b1,
+    _gru_backward_steps(dy, gates, h_seq, hn, w_ih, w_hh, reset_after, lengths, reverse, dh, dxw,
+                        dhw, dh_steps, dx, drh, blas, b0, b1,
                         prepare(w_hh, 0, 3 * H if reset_after else 2 * H, 0, H, blas),
-                        prepare(w_hh, 2 * H, 3 * H, 0, H, blas or reset_after))
+                        prepare(w_hh, 2 * H, 3 * H, 0, H, blas or reset_after),
+                        prepare(w_ih, 0, 3 * H, 0, w_ih.shape[1], blas))
 
 
 @jit_borrowing
-def _gru_backward_steps(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse, dh, dxw, dhw,
-                        dh_steps, drh, blas, b0, b1, rz, nn):
-    """The time loop of :func:`gru_backward` over its packed weights ``rz, nn``; compiled without
-    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
-    nothing."""
+def _gru_backward_steps(dy, gates, h_seq, hn, w_ih, w_hh, reset_after, lengths, reverse, dh, dxw,
+                        dhw, dh_steps, dx, drh, blas, b0, b1, rz, nn, ih):
+    """The time loop of :func:`gru_backward` over its packed weights ``rz, nn, ih``; compiled
+    without reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays
+    cost nothing."""
     T, B, H = dy.shape
     rz_end = 3 * H if reset_after else 2 * H
     lens = lengths[b0:b1]
@@ -290,14 +293,15 @@ def _gru_backward_steps(dy, gates, h_seq, hn, w_hh, reset_after, lengths, revers
             product(dhw_t, w_hh, nn, drh, 2 * H, 3 * H, 0, H, False, blas)
         gru_reset_backward(dh_t, drh, g_t, h_prev, reset_after, t, lens, dxw_t, dhw_t, dh_b)
         product(dhw_t, w_hh, rz, dh_b, 0, rz_end, 0, H, True, blas)
+        product(dxw_t, w_ih, ih, dx[t, b0:b1], 0, 3 * H, 0, w_ih.shape[1], False, blas)
 
 
-def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
-                      dh, dxw, dhw, dh_steps, drh, blas, b0, b1):
+def gru_backward_blas(dy, gates, h_seq, hn, w_ih, w_hh, reset_after, lengths, reverse,
+                      dh, dxw, dhw, dh_steps, dx, drh, blas, b0, b1):
     """:func:`gru_backward` stepped in Python with NumPy's BLAS (the fallback of
     :func:`gru_forward_blas`); same arguments."""
-    dy, gates, h_seq, hn, dxw, dhw, dh_steps = (
-        v[:, b0:b1] for v in (dy, gates, h_seq, hn, dxw, dhw, dh_steps))
+    dy, gates, h_seq, hn, dxw, dhw, dh_steps, dx = (
+        v[:, b0:b1] for v in (dy, gates, h_seq, hn, dxw, dhw, dh_steps, dx))
     dh, lengths = dh[b0:b1], lengths[b0:b1]
     T, B, H = dy.shape
     rz_end = 3 * H if reset_after else 2 * H
@@ -314,6 +318,7 @@ def gru_backward_blas(dy, gates, h_seq, hn, w_hh, reset_after, lengths, reverse,
         gru_reset_backward(dh_t, drh, gates[t], h_seq[p], reset_after, t, lengths,
                            dxw[t], dhw[t], dh)
         dh += dhw[t][:, :rz_end] @ w_rec
+        np.matmul(dxw[t], w_ih, out=dx[t])
 
 
 @jit

@@ -13,9 +13,10 @@ Backward, ``dh_t`` the total gradient reaching ``h_t``::
 
     da_t     = dh_t * (1 - h_t^2)        (tanh)     or   dh_t * [h_t > 0]   (relu)
     dh_{t-1} = da_t W_hh
+    dx_t     = da_t W_ih                 (in the loop, while da_t is in cache)
 
 After the loop (caller): ``dW_ih = da^T x``, ``dW_hh = da^T h_{prev}``,
-``db_ih = db_hh = sum da``, ``dx = da W_ih``.
+``db_ih = db_hh = sum da``.
 Rows past their length (``t >= lengths[b]``) carry their state and pass gradients through.
 """
 import numpy as np
@@ -125,20 +126,23 @@ def rnn_cell_backward(dh_t, h, relu, t, lengths, da):
 
 
 @jit
-def rnn_backward(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1):
+def rnn_backward(dy, h_seq, w_ih, w_hh, relu, lengths, reverse, dh, da, dh_steps, dx, blas, b0,
+                 b1):
     """BPTT for one direction, for the rows ``b0 .. b1 - 1`` of the batch. In: ``dy (T, B, H)``,
-    ``h_seq`` from :func:`rnn_forward`, ``w_hh (H, H)``. In/out: ``dh (B, H)`` final-state
-    gradient in, initial-state gradient out. Out: ``da (T, B, H)`` pre-activation gradients,
-    ``dh_steps (T, B, H)`` total ``dL/dh_t``."""
+    ``h_seq`` from :func:`rnn_forward`, ``w_ih (H, I)``, ``w_hh (H, H)``. In/out: ``dh (B, H)``
+    final-state gradient in, initial-state gradient out. Out: ``da (T, B, H)`` pre-activation
+    gradients, ``dh_steps (T, B, H)`` total ``dL/dh_t``, ``dx (T, B, I)`` = ``da W_ih``, made
+    step by step while ``da_t`` is in cache."""
     H = dy.shape[2]
-    _rnn_backward_steps(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1,
-                        prepare(w_hh, 0, H, 0, H, blas))
+    _rnn_backward_steps(dy, h_seq, w_ih, w_hh, relu, lengths, reverse, dh, da, dh_steps, dx,
+                        blas, b0, b1, prepare(w_hh, 0, H, 0, H, blas),
+                        prepare(w_ih, 0, H, 0, w_ih.shape[1], blas))
 
 
 @jit_borrowing
-def _rnn_backward_steps(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1,
-                        hh):
-    """The time loop of :func:`rnn_backward` over its packed weights ``hh``; compiled without
+def _rnn_backward_steps(dy, h_seq, w_ih, w_hh, relu, lengths, reverse, dh, da, dh_steps, dx,
+                        blas, b0, b1, hh, ih):
+    """The time loop of :func:`rnn_backward` over its packed weights ``hh, ih``; compiled without
     reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
     nothing."""
     T, B, H = dy.shape
@@ -151,13 +155,15 @@ def _rnn_backward_steps(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_step
         add_into(dh_t, dh_b, dy[t, b0:b1])
         rnn_cell_backward(dh_t, h_seq[q, b0:b1], relu, t, lens, da_t)
         product(da_t, w_hh, hh, dh_b, 0, H, 0, H, False, blas)
+        product(da_t, w_ih, ih, dx[t, b0:b1], 0, H, 0, w_ih.shape[1], False, blas)
         carry_past_end(t, lens, dh_t, dh_b)
 
 
-def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps, blas, b0, b1):
+def rnn_backward_blas(dy, h_seq, w_ih, w_hh, relu, lengths, reverse, dh, da, dh_steps, dx, blas,
+                      b0, b1):
     """:func:`rnn_backward` stepped in Python with NumPy's BLAS (the fallback of
     :func:`rnn_forward_blas`); same arguments."""
-    dy, h_seq, da, dh_steps = (v[:, b0:b1] for v in (dy, h_seq, da, dh_steps))
+    dy, h_seq, da, dh_steps, dx = (v[:, b0:b1] for v in (dy, h_seq, da, dh_steps, dx))
     dh, lengths = dh[b0:b1], lengths[b0:b1]
     T = dy.shape[0]
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
@@ -167,6 +173,7 @@ def rnn_backward_blas(dy, h_seq, w_hh, relu, lengths, reverse, dh, da, dh_steps,
         np.add(dh, dy[t], out=dh_t)
         rnn_cell_backward(dh_t, h_seq[q], relu, t, lengths, da[t])
         np.matmul(da[t], w_hh, out=dh)
+        np.matmul(da[t], w_ih, out=dx[t])
         if partial:
             carry_past_end(t, lengths, dh_t, dh)
 

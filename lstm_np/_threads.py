@@ -6,8 +6,8 @@ blocks of rows, one per thread, each with its own per-step products and gate mat
 the gate math on every core (a multi-threaded BLAS only spreads the products, and meets at a
 barrier every step). The compiled time loops hold no GIL and call the BLAS themselves
 (:mod:`lstm_np.kernels._blas`), so the blocks run side by side from the first step to the last.
-The large products around the loops (input projection, weight gradients, input gradient) are
-split the same way, by blocks of rows of their result.
+The large products around the loops (input projection, weight gradients) are split the same
+way, by blocks of rows of their result; the input gradient is made in the backward loops.
 
 With ``n > 1`` lstm_np owns the cores: NumPy's OpenBLAS is set to one thread (one per caller)
 until :func:`set_num_threads` goes back to 1, which restores it. Two reasons, both measured on

@@ -38,25 +38,21 @@ _DIRECTION_SUFFIX = ("", "_reverse")
 #: ``K = I <= 128``) goes to the tiles where they have AVX-512
 #: (:func:`lstm_np.kernels._tiles.tiles_matmul`; else, ``None``, and for longer sums, NumPy's
 #: BLAS). Measured on an AVX-512 Xeon, inference 0.92-0.96 of the time at (8, 16, 64) to
-#: (64, 64, 256) (RNN, GRU), 0.99 at (128, 128, 512); the input gradient (``K = G``) on the
-#: tiles made LSTM training 1.03-1.05 of the time at (64, 64, 256) and (128, 128, 512).
+#: (64, 64, 256) (RNN, GRU), 0.99 at (128, 128, 512). (The input gradient, ``K = G``, as one
+#: such product on the tiles made LSTM training 1.03-1.05 of the time at (64, 64, 256) and
+#: (128, 128, 512); the backward loops now make it step by step, see the cells' kernels.)
 _ROWS_PRODUCT = _tiles.tiles_matmul if _tiles.VECTOR_BYTES == 64 else None
 
 
-def _steps_matmul(a, b):
-    """``a @ b`` for ``a (T, B, K)``, ``b (K, N)``: ``(T, B, N)`` in reused memory, one product
-    over all ``T * B`` rows (in blocks of rows, :func:`lstm_np._threads.matmul`)."""
-    T, B, K = a.shape
-    out = _workspace.empty((T * B, b.shape[1]), a.dtype)
-    product = _ROWS_PRODUCT if K <= _tiles.DEPTH else None
-    rows = _threads.matmul(a.reshape(T * B, K), b, out, product)
-    return rows.reshape(T, B, b.shape[1])
-
-
 def _input_projection(x, weight):
-    """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)``, one GEMM for all steps
-    (the kernels add the biases where they read it)."""
-    return _steps_matmul(x, weight.T)
+    """``x W^T`` for ``x (T, B, I)``, ``weight (G, I)``: ``(T, B, G)`` in reused memory, one
+    product over all ``T * B`` rows (in blocks of rows, :func:`lstm_np._threads.matmul`; the
+    kernels add the biases where they read it)."""
+    T, B, K = x.shape
+    out = _workspace.empty((T * B, weight.shape[0]), x.dtype)
+    product = _ROWS_PRODUCT if K <= _tiles.DEPTH else None
+    rows = _threads.matmul(x.reshape(T * B, K), weight.T, out, product)
+    return rows.reshape(T, B, weight.shape[0])
 
 
 def _transposed(*weights):
@@ -127,11 +123,6 @@ def _sum_rows(dz):
     total = np.zeros(dz.shape[-1], np.float64)
     add_rows_f64(dz.reshape(-1, dz.shape[-1]), total)
     return total.astype(dz.dtype)
-
-
-def _backprop_input(dz, weight):
-    """``dz W`` for ``dz (T, B, G)``, ``weight (G, I)``: ``(T, B, I)``."""
-    return _steps_matmul(dz, weight)
 
 
 class Recurrent:
@@ -639,11 +630,13 @@ class LSTM(Recurrent):
         da = _workspace.empty((T, B, 4 * H), dt)
         dh_steps = _workspace.empty((T, B, P), dt)
         dc_steps = _workspace.empty((T, B, H), dt)
+        dx = _workspace.empty(x.shape, dt)
         has_proj = self.proj_size > 0
         w_hr = w["weight_hr"] if has_proj else np.zeros((1, 1), dt)
         self._time_loop(B, lstm_kernels.lstm_backward, lstm_kernels.lstm_backward_blas,
-                        (dy, kept["gates"], kept["c_seq"], kept["tanh_c"], w["weight_hh"], w_hr,
-                         has_proj, lengths, reverse, dh, dc, da, dh_steps, dc_steps), (H,))
+                        (dy, kept["gates"], kept["c_seq"], kept["tanh_c"], w["weight_ih"],
+                         w["weight_hh"], w_hr, has_proj, lengths, reverse, dh, dc, da, dh_steps,
+                         dc_steps, dx), (H,))
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
@@ -652,7 +645,7 @@ class LSTM(Recurrent):
         if has_proj:
             m = kept["gates"][:, :, 3 * H:] * kept["tanh_c"]             # (T, B, H)
             dw["weight_hr"] = _sum_outer(dh_steps, m)
-        return _backprop_input(da, w["weight_ih"]), (dh, dc), dw, dh_steps, dc_steps
+        return dx, (dh, dc), dw, dh_steps, dc_steps
 
 
 class GRU(Recurrent):
@@ -718,9 +711,11 @@ class GRU(Recurrent):
         dxw = _workspace.empty((T, B, 3 * H), dt)
         dhw = _workspace.empty((T, B, 3 * H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
+        dx = _workspace.empty(x.shape, dt)
         self._time_loop(B, gru_kernels.gru_backward, gru_kernels.gru_backward_blas,
-                        (dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_hh"],
-                         self.reset_after, lengths, reverse, dh, dxw, dhw, dh_steps), (H,))
+                        (dy, kept["gates"], kept["h_seq"], kept["hn"], w["weight_ih"],
+                         w["weight_hh"], self.reset_after, lengths, reverse, dh, dxw, dhw,
+                         dh_steps, dx), (H,))
         h_prev = _previous(kept["h_seq"], reverse)
         if self.reset_after:
             dw_hh = _sum_outer(dhw, h_prev)
@@ -731,7 +726,7 @@ class GRU(Recurrent):
         if self.bias:
             dw["bias_ih"] = _sum_rows(dxw)
             dw["bias_hh"] = _sum_rows(dhw)
-        return _backprop_input(dxw, w["weight_ih"]), (dh,), dw, dh_steps, None
+        return dx, (dh,), dw, dh_steps, None
 
 
 class RNN(Recurrent):
@@ -790,12 +785,13 @@ class RNN(Recurrent):
         (dh,) = dfinal
         da = _workspace.empty((T, B, H), dt)
         dh_steps = _workspace.empty((T, B, H), dt)
+        dx = _workspace.empty(x.shape, dt)
         self._time_loop(B, rnn_kernels.rnn_backward, rnn_kernels.rnn_backward_blas,
-                        (dy, kept["h_seq"], w["weight_hh"], self.nonlinearity == "relu",
-                         lengths, reverse, dh, da, dh_steps), ())
+                        (dy, kept["h_seq"], w["weight_ih"], w["weight_hh"],
+                         self.nonlinearity == "relu", lengths, reverse, dh, da, dh_steps, dx), ())
         dw = dict(zip(("weight_ih", "weight_hh"),
                       _sum_outer_pair(da, x, _previous(kept["h_seq"], reverse))))
         if self.bias:
             dw["bias_ih"] = _sum_rows(da)
             dw["bias_hh"] = dw["bias_ih"].copy()
-        return _backprop_input(da, w["weight_ih"]), (dh,), dw, dh_steps, None
+        return dx, (dh,), dw, dh_steps, None
