@@ -46,15 +46,15 @@ from ._jit import jit, jit_borrowing, wide_vectors
 
 
 @jit_borrowing
-def lstm_cell(gates, xw, bias, summed, a, c_prev, t, lengths, c, tanh_c, m):
+def lstm_cell(gates, xw, bias, a, c_prev, t, lengths, c, tanh_c, m):
     """Gate math of one step for all rows, in place in ``gates (B, 4H)``, which leaves holding
     the activated ``i, f, g, o``. The step's products: in ``gates`` already if ``a`` is
-    ``gates`` itself (the products wrote them there); else in ``a (B, 4H)`` (copied into
-    ``gates``) if ``summed``; else (``x W_ih^T`` made before the loop) ``a`` holds the
-    recurrent product ``h_{t-1} W_hh^T`` and ``a + xw`` is summed in ``a`` (overwritten) first
-    (``gates`` may be ``xw`` itself: a loop that reads and writes one array through two names
-    is not vectorised, so the sum goes into the scratch); ``xw (B, 4H)``. The bias ``(4H,)``
-    is added as the gates are activated (:func:`lstm_cell_row`).
+    ``gates`` itself (the products wrote them there); else (``x W_ih^T`` made before the loop)
+    ``a (B, 4H)`` holds the recurrent product ``h_{t-1} W_hh^T`` and ``a + xw`` is summed in
+    ``a`` (overwritten) and copied into ``gates`` (which may be ``xw`` itself: a loop that
+    reads and writes one array through two names is not vectorised, so the sum goes into the
+    scratch); ``xw (B, 4H)``. The bias ``(4H,)`` is added as the gates are activated
+    (:func:`lstm_cell_row`).
 
     Writes ``c (B, H)``, ``tanh_c (B, H)`` and ``m = o * tanh(c) (B, H)``. Rows past their
     length copy ``c_prev`` and leave zeros.
@@ -71,10 +71,9 @@ def lstm_cell(gates, xw, bias, summed, a, c_prev, t, lengths, c, tanh_c, m):
             continue
         if not in_gates:
             a_b = a[b]
-            if not summed:
-                x_b = xw[b]
-                for j in range(4 * H):
-                    a_b[j] += x_b[j]
+            x_b = xw[b]
+            for j in range(4 * H):
+                a_b[j] += x_b[j]
             copy_into(gates[b], a_b)
         lstm_cell_row(gates[b], bias, c_prev[b], c[b], tanh_c[b], m[b])
 
@@ -84,13 +83,17 @@ def lstm_cell_row(gates, bias, c_prev, c, tanh_c, m):
     """The gate math of one row, in place: ``gates (4H,)`` enters holding the pre-activations
     but for the bias ``(4H,)``, added here (the step's products need no pass to put it in
     first), and leaves holding the activated ``i, f, g, o``; with ``c_prev (H,)`` writes
-    ``c``, ``tanh_c`` and ``m (H,)``. In inference the step's products write the
-    pre-activations into the gates' scratch rows and nothing else holds them (before, a second
-    ``(B, 4H)`` block: at ``(B, H) = (64, 256)`` a step's arrays and panels filled the 2 MiB
-    L2); float32 LSTM inference, one thread, old and new alternating: 0.96 of the time at
-    ``(B, I, H) = (64, 64, 256)``, 0.99 at ``(128, 128, 512)``, 1.02 at ``(32, 32, 128)``
-    (bitwise the same). In training the products go to a scratch block that stays in cache and
-    are copied to the tape (into the tape directly: 1.02-1.05 at ``(128, 128, 512)``).
+    ``c``, ``tanh_c`` and ``m (H,)``. The step's products write the pre-activations into the
+    gates' rows (inference: a per-step scratch; training: the tape's row) and nothing else
+    holds them. In inference a second ``(B, 4H)`` block held them before (at ``(B, H) = (64,
+    256)`` a step's arrays and panels filled the 2 MiB L2): float32 LSTM inference, one thread,
+    old and new alternating, 0.96 of the time at ``(B, I, H) = (64, 64, 256)``, 0.99 at
+    ``(128, 128, 512)``, 1.02 at ``(32, 32, 128)`` (bitwise the same). In training that block
+    was copied to the tape; into the tape directly, training took 0.93-1.02 of the time from
+    ``(32, 32, 128)`` to ``(128, 128, 512)`` over two A/B runs (float32 and float64, warm and
+    after a 64 MB pass over other data) and 0.93-1.04 at ``(1, 8, 32)`` to ``(16, 32, 64)``:
+    no slower, one copy and one branch fewer, and training and inference take one path (tried
+    before the biases moved into this function: 1.02-1.05 at ``(128, 128, 512)``).
     Each activation runs as its own simple loop over a contiguous row, reading and writing the
     same index of one array, which LLVM vectorises; no output may share memory with another
     array (LLVM then keeps the loops scalar). Every loop runs over views from index 0 (an index
@@ -179,10 +182,10 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. :func:`lstm_cell` activates the
-    gates in place: in inference each step's products write the pre-activations straight into
-    the gates' scratch, in training into ``a`` (then copied into ``gates[t]``). Scratch for the
-    block: ``a (b1 - b0, 4H)`` (unread in inference on the tiles), ``m (b1 - b0, H)``,
-    ``xh (b1 - b0, I + P)``. ``blas``: each step's
+    gates in place: each step's products write the pre-activations straight into
+    ``gates[t]`` (in inference its one scratch row). Scratch for the block: ``a (b1 - b0, 4H)``
+    (read only where ``x W_ih^T`` was made first: the step's recurrent product goes there, and
+    the cell adds ``xw[t]``), ``m (b1 - b0, H)``, ``xh (b1 - b0, I + P)``. ``blas``: each step's
     products by the BLAS, else by register tiles (:func:`~._blas.product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
@@ -213,13 +216,13 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
         g = gates[r, b0:b1]
-        # inference: the products write the pre-activations into the gates' scratch, where
-        # the cell activates them in place; training (and h W_hh^T alone, x W_ih^T made
-        # first): into ``a``, which stays in cache, and the cell copies them to the tape
-        pre = g if not keep and not step[1] else a
-        summed = step_product(x[t, b0:b1], h_prev, w_t, step, xh, pre, blas)
+        # the products write the pre-activations into the gates' row (a scratch in inference,
+        # the tape's row in training), where the cell activates them in place; h W_hh^T alone
+        # (x W_ih^T made first, ``gates`` may be ``xw``) goes to ``a``, which the cell sums
+        pre = g if not step[1] else a
+        step_product(x[t, b0:b1], h_prev, w_t, step, xh, pre, blas)
         out = m if has_proj else h_next
-        lstm_cell(g, xw[t, b0:b1], bias, summed, pre, c_seq[cp, b0:b1], t, lens,
+        lstm_cell(g, xw[t, b0:b1], bias, pre, c_seq[cp, b0:b1], t, lens,
                   c_seq[cq, b0:b1], tanh_c[r, b0:b1], out)
         if has_proj:
             product(m, w_hr_t, hr, h_next, 0, m.shape[1], 0, P, False, blas)
@@ -244,7 +247,7 @@ def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, r
         pre = gates[r] if summed else a       # the whole pre-activation goes into the gates
         step_product_numpy(x[t], h_seq[p], w_t, pre, summed)
         out = m if has_proj else h_seq[q]
-        lstm_cell(gates[r], xw[t], bias, summed, pre, c_seq[cp], t, lengths, c_seq[cq],
+        lstm_cell(gates[r], xw[t], bias, pre, c_seq[cp], t, lengths, c_seq[cq],
                   tanh_c[r], out)
         if has_proj:
             np.matmul(m, w_hr_t, out=h_seq[q])
