@@ -268,8 +268,10 @@ def lstm_backward(dy, gates, c_seq, tanh_c, w_ih, w_hh, w_hr, has_proj, lengths,
     Out: ``da (T, B, 4H)`` pre-activation gradients, ``dh_steps (T, B, P)`` total ``dL/dh_t``,
     ``dc_steps (T, B, H)`` total ``dL/dc_t``, ``dx (T, B, I)`` = ``da W_ih``, made step by step
     while ``da_t`` is in cache (before, one product over all ``T * B`` rows after the loop, which
-    read ``da`` back from memory: training steps 0.95-0.99 of the time on one thread, float32
-    and float64, three cells, (8, 16, 64) to (128, 128, 512); 1.00 on two). Scratch:
+    read ``da`` back from memory: float32 training steps 0.95-0.99 of the time on one thread,
+    three cells, (8, 16, 64) to (128, 128, 512); 0.96-1.04 right after a 64 MB pass over other
+    data, float32 and float64 (over 1.0: small RNN rows and the float64 GRU at (8, 16, 64));
+    0.99-1.00 on two threads). Scratch:
     ``dm (b1 - b0, H)``. ``blas`` as in :func:`lstm_forward`.
     """
     G, P = w_hh.shape
