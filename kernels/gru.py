@@ -68,9 +68,10 @@ def gru_gates_rz(xw, b_ih, b_hh, hw, h_prev, reset_after, t, lengths, gates, hn)
         if reset_after:
             hw_n = hw_b[2 * H:]
             b_hn = b_hh[2 * H:]
-            for j in range(H):
-                hw_n[j] += b_hn[j]
-            copy_into(hn_b, hw_n)
+            for j in range(H):            # one pass: the bias in, and hn kept
+                v = hw_n[j] + b_hn[j]
+                hw_n[j] = v
+                hn_b[j] = v
         else:
             hp_b = h_prev[b]
             for j in range(H):

@@ -184,8 +184,9 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. :func:`lstm_cell` activates the
     gates in place: each step's products write the pre-activations straight into
     ``gates[t]`` (in inference its one scratch row). Scratch for the block: ``a (b1 - b0, 4H)``
-    (read only where ``x W_ih^T`` was made first: the step's recurrent product goes there, and
-    the cell adds ``xw[t]``), ``m (b1 - b0, H)``, ``xh (b1 - b0, I + P)``. ``blas``: each step's
+    where ``x W_ih^T`` was made first (the step's recurrent product goes there, and the cell
+    adds ``xw[t]``; else unread, and it may be ``(b1 - b0, 0)``), ``m (b1 - b0, H)``,
+    ``xh (b1 - b0, I + P)``. ``blas``: each step's
     products by the BLAS, else by register tiles (:func:`~._blas.product`).
 
     ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and

@@ -620,7 +620,8 @@ class LSTM(Recurrent):
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, self._summed_bias(w), w_hr_t, has_proj,
                          lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
-                        (4 * H, H, w_ih.shape[1] + w_hh.shape[1]), plan)
+                        # the (rows, 4H) scratch ``a`` only where x W_ih^T was made first
+                        (4 * H if xw.shape[2] else 0, H, w_ih.shape[1] + w_hh.shape[1]), plan)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
