@@ -400,7 +400,10 @@ class Recurrent:
         dstate0 = [np.empty_like(s) for s in dfinal]
         dparams = {}
         dh_rows, dc_rows = [None] * (L * D), [None] * (L * D)
-        dlayer = _workspace.copy(dy)                        # (T, B, D*P), a copy we may edit
+        # (T, B, D*P): the top layer's gradient is edited only where steps run past a
+        # sequence's end (dropout masks sit between layers), so only then is it copied; else
+        # the kernels read the caller's dy as it is (a pass over T * B * D * P entries fewer)
+        dlayer = dy if past_end is None else _workspace.copy(dy)
         for layer in reversed(range(L)):
             mask = tape.dropout_masks[layer]
             if mask is not None:

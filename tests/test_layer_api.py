@@ -131,6 +131,31 @@ def test_tape_never_aliases_caller_arrays():
         assert np.array_equal(expected.dparams[k], again.dparams[k])
 
 
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_backward_reads_dy_and_changes_nothing_of_the_callers(cell, with_lengths):
+    """``backward`` reads the caller's ``dy`` in place (no copy unless sequences end early, where
+    the steps past the end are zeroed in a copy): ``dy`` and ``dstate`` stay bitwise as they were,
+    no gradient shares their memory, and a second call gives the same gradients."""
+    rng = np.random.default_rng(4)
+    layer = make_layer(cell, 3, 4, num_layers=2, dropout=0.5, batch_first=True)
+    x = rng.standard_normal((3, 6, 3))
+    lengths = [6, 2, 4] if with_lengths else None
+    y, state_n, tape = layer.forward(x, lengths=lengths)
+    dy = rng.standard_normal(y.shape)
+    dstate = random_state(layer, 3, rng)
+    dy_before = dy.copy()
+    dstate_before = [s.copy() for s in state_parts(dstate)]
+    first = layer.backward(tape, dy, dstate)
+    assert np.array_equal(dy, dy_before)
+    assert all(np.array_equal(a, b) for a, b in zip(state_parts(dstate), dstate_before))
+    grads = [first.dx, first.dh, *state_parts(first.dstate), *first.dparams.values()]
+    assert not any(np.shares_memory(g, dy) for g in grads if g is not None)
+    again = layer.backward(tape, dy, dstate)
+    assert np.array_equal(first.dx, again.dx)
+    assert all(np.array_equal(first.dparams[k], again.dparams[k]) for k in first.dparams)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_inference_equals_training_forward(cell):
     rng = np.random.default_rng(2)
