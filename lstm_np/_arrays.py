@@ -68,6 +68,17 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     return arr
 
 
+def kernel_operand(arr):
+    """``arr`` as the one kind of array the kernels are compiled for: C-contiguous, writeable and
+    aligned; a copy only where it is not. A read-only or unaligned array (a memory map, a frozen
+    buffer) is another type to Numba, and the first call with one would compile every kernel it
+    reaches once more (seconds), and keep that version in the cache too."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.writeable and flags.aligned:
+        return arr
+    return np.array(arr, order="C")
+
+
 def all_finite(arr):
     """True when no entry of the array ``arr`` is NaN or +-Inf. A contiguous, writeable float32
     or float64 array is checked by one compiled vectorised pass (3-4x faster than
@@ -103,7 +114,7 @@ def lengths_array(lengths, batch, steps):
     if arr.size and (arr.min() < 1 or arr.max() > steps):
         raise ValueError(f"lengths: expected values in [1, {steps}] (T = {steps}), "
                          f"got min {arr.min()} and max {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return kernel_operand(arr.astype(np.int64, copy=False))
 
 
 def slot_index(slots, size):

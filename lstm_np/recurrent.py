@@ -284,7 +284,7 @@ class Recurrent:
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"input x: expected at least one step and one sequence, got "
                              f"T={x.shape[0]}, B={x.shape[1]}")
-        return np.ascontiguousarray(x), unbatched
+        return _arrays.kernel_operand(x), unbatched
 
     def _check_state(self, state, batch, unbatched, what="state"):
         """``state`` -> tuple of ``(L*D, B, size)`` arrays (zeros when ``None``)."""
@@ -413,7 +413,7 @@ class Recurrent:
             dx = None
             for d in range(D):
                 row = layer * D + d
-                dout = np.ascontiguousarray(dlayer[:, :, d * P:(d + 1) * P])
+                dout = _arrays.kernel_operand(dlayer[:, :, d * P:(d + 1) * P])
                 dxd, dinit, dw, dh_steps, dc_steps = self._backprop_direction(
                     tape.weights[row], tape.inputs[layer], tape.steps[row], dout,
                     tuple(s[row].copy() for s in dfinal), tape.lengths, bool(d))

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 import lstm_np
+from lstm_np.kernels import gru as gru_kernels
+from lstm_np.kernels import lstm as lstm_kernels
+from lstm_np.kernels import rnn as rnn_kernels
 from helpers import make_layer, max_relative_error, random_state, state_parts
 from torch_reference import torch_module
 
@@ -154,6 +157,39 @@ def test_backward_reads_dy_and_changes_nothing_of_the_callers(cell, with_lengths
     again = layer.backward(tape, dy, dstate)
     assert np.array_equal(first.dx, again.dx)
     assert all(np.array_equal(first.dparams[k], again.dparams[k]) for k in first.dparams)
+
+
+def _frozen(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_read_only_arrays_give_the_same_results_and_compile_nothing(cell):
+    """A read-only input, lengths or ``dy`` (a memory map, a frozen buffer) gives the same
+    outputs and gradients as writeable ones, and no new version of any time-loop kernel is
+    compiled for it (it is copied into an array of the one type the kernels take)."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 3, 4)
+    x, dy = rng.standard_normal((6, 2, 3)), rng.standard_normal((6, 2, 4))
+    lengths = np.array([6, 4])
+    module = {"lstm": lstm_kernels, "gru": gru_kernels, "rnn": rnn_kernels}[cell]
+    kernels = [getattr(module, f"{cell}_forward"), getattr(module, f"{cell}_backward")]
+
+    def run(x, lengths, dy):
+        y, _ = layer(x, lengths=lengths)
+        _, _, tape = layer.forward(x, lengths=lengths)
+        return y, layer.backward(tape, dy), layer.backward(layer.forward(x)[2], dy)
+
+    expected = run(x, lengths, dy)
+    compiled = [len(getattr(k, "signatures", ())) for k in kernels]
+    got = run(_frozen(x), _frozen(lengths), _frozen(dy))
+    assert np.array_equal(got[0], expected[0])
+    for g, e in zip(got[1:], expected[1:]):
+        assert np.array_equal(g.dx, e.dx)
+        assert all(np.array_equal(g.dparams[k], e.dparams[k]) for k in e.dparams)
+    assert [len(getattr(k, "signatures", ())) for k in kernels] == compiled
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
