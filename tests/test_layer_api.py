@@ -166,10 +166,19 @@ def _frozen(a):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_read_only_arrays_give_the_same_results_and_compile_nothing(cell):
+def test_read_only_arrays_give_the_same_results_and_compile_nothing(cell, monkeypatch):
     """A read-only input, lengths or ``dy`` (a memory map, a frozen buffer) gives the same
     outputs and gradients as writeable ones, and no new version of any time-loop kernel is
-    compiled for it (it is copied into an array of the one type the kernels take)."""
+    compiled for it: every array a time loop is handed is writeable (the read-only ones are
+    copied into the one array type the kernels take)."""
+    handed = []
+    time_loop = lstm_np.Recurrent._time_loop
+
+    def recording(self, batch, kernel, twin, args, *rest, **kw):
+        handed.extend(a for a in args if isinstance(a, np.ndarray))
+        return time_loop(self, batch, kernel, twin, args, *rest, **kw)
+
+    monkeypatch.setattr(lstm_np.Recurrent, "_time_loop", recording)
     rng = np.random.default_rng(5)
     layer = make_layer(cell, 3, 4)
     x, dy = rng.standard_normal((6, 2, 3)), rng.standard_normal((6, 2, 4))
@@ -184,7 +193,9 @@ def test_read_only_arrays_give_the_same_results_and_compile_nothing(cell):
 
     expected = run(x, lengths, dy)
     compiled = [len(getattr(k, "signatures", ())) for k in kernels]
+    handed.clear()
     got = run(_frozen(x), _frozen(lengths), _frozen(dy))
+    assert handed and all(a.flags.writeable and a.flags.aligned for a in handed)
     assert np.array_equal(got[0], expected[0])
     for g, e in zip(got[1:], expected[1:]):
         assert np.array_equal(g.dx, e.dx)
