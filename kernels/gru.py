@@ -129,10 +129,13 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     tiles, where it may be ``(0, 3H)``);
     ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
-    Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``. Scratch
-    ``hw (b1 - b0, 3H)``: each step's ``h_{t-1} W_hh^T``, stored there by the product (the
-    biases are added where it is read). ``gates`` may be ``xw`` itself: every gate entry is
-    written after its ``xw`` entry is read. ``blas``: each step's products by the BLAS
+    Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``; or, to keep no record
+    of the steps (inference), ``gates (1, B, 3H)`` and ``hn (1, B, H)``, one step's scratch that
+    every step reuses (step ``t`` uses row ``t`` modulo their length; the arithmetic is the
+    same, so the outputs are bitwise those of the full ones). Scratch ``hw (b1 - b0, 3H)``: each
+    step's ``h_{t-1} W_hh^T``, stored there by the product (the biases are added where it is
+    read). ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry
+    is read. ``blas``: each step's products by the BLAS
     (:func:`product`).
     """
     H = xw.shape[2] // 3
@@ -158,8 +161,8 @@ def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, ga
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
         x_t = xw[t, b0:b1]
-        g_t = gates[t, b0:b1]
-        hn_t = hn[t, b0:b1]
+        g_t = gates[t % gates.shape[0], b0:b1]          # (1, B, 3H) in inference: one scratch row
+        hn_t = hn[t % hn.shape[0], b0:b1]
         product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, False, blas)
         gru_gates_rz(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
@@ -180,12 +183,12 @@ def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse
     w_n = w_hh_t[:, 2 * H:]
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
+        g_t, hn_t = gates[t % gates.shape[0]], hn[t % hn.shape[0]]
         hw[:, :w_rec.shape[1]] = h_seq[p] @ w_rec
-        gru_gates_rz(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, gates[t], hn[t])
+        gru_gates_rz(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, g_t, hn_t)
         if not reset_after:
-            hw[:, 2 * H:] = hn[t] @ w_n
-        gru_candidate(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, gates[t],
-                      h_seq[q])
+            hw[:, 2 * H:] = hn_t @ w_n
+        gru_candidate(xw[t], b_ih, b_hh, hw, h_seq[p], reset_after, t, lengths, g_t, h_seq[q])
 
 
 @jit_borrowing

@@ -694,19 +694,32 @@ class GRU(Recurrent):
                          bidirectional, 0, dtype, seed)
 
     def _run_direction(self, w, x, state0, lengths, reverse):
+        return self._forward_direction(w, x, state0, lengths, reverse, True)
+
+    def _infer_direction(self, w, x, state0, lengths, reverse):
+        out, final, _ = self._forward_direction(w, x, state0, lengths, reverse, False)
+        return out, final
+
+    def _forward_direction(self, w, x, state0, lengths, reverse, keep):
+        """:meth:`_run_direction`; without ``keep`` (inference) the gates and ``hn`` go to one
+        step's scratch, which every step reuses, and nothing is kept (``None`` for the record):
+        ``x W_ih^T`` is then only read, not overwritten, and no ``(T, B, H)`` ``hn`` is written."""
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         xw = _input_projection(x, w["weight_ih"])                         # (T, B, 3H)
         b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
-        gates = xw            # each gate entry is written after its xw entry is read
-        hn = _workspace.empty((T, B, H), dt)
+        if keep:
+            gates = xw        # each gate entry is written after its xw entry is read
+            hn = _workspace.empty((T, B, H), dt)
+        else:
+            gates, hn = np.empty((1, B, 3 * H), dt), np.empty((1, B, H), dt)
         plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
                         (xw, b_ih, w["weight_hh"], _transposed_for(plan, w["weight_hh"]), b_hh,
                          self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
-        return out, (h_n,), {"gates": gates, "h_seq": h_seq, "hn": hn}
+        return out, (h_n,), ({"gates": gates, "h_seq": h_seq, "hn": hn} if keep else None)
 
     def _backprop_direction(self, w, x, kept, dy, dfinal, lengths, reverse):
         T, B, _ = x.shape
