@@ -135,8 +135,7 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     same, so the outputs are bitwise those of the full ones). Scratch ``hw (b1 - b0, 3H)``: each
     step's ``h_{t-1} W_hh^T``, stored there by the product (the biases are added where it is
     read). ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry
-    is read. ``blas``: each step's products by the BLAS
-    (:func:`product`).
+    is read. ``blas``: each step's products by the BLAS (:func:`product`).
     """
     H = xw.shape[2] // 3
     _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,

@@ -286,9 +286,9 @@ def lstm_backward(dy, gates, c_seq, tanh_c, w_ih, w_hh, w_hr, has_proj, lengths,
 @jit_borrowing
 def _lstm_backward_steps(dy, gates, c_seq, tanh_c, w_ih, w_hh, w_hr, has_proj, lengths, reverse,
                          dh, dc, da, dh_steps, dc_steps, dx, dm, blas, b0, b1, hh, ih, hr):
-    """The time loop of :func:`lstm_backward` over its packed weights ``hh, hr``; compiled without
-    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
-    nothing."""
+    """The time loop of :func:`lstm_backward` over its packed weights ``hh, ih, hr``; compiled
+    without reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays
+    cost nothing."""
     T = dy.shape[0]
     lens = lengths[b0:b1]
     G, P = w_hh.shape

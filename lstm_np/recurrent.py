@@ -284,7 +284,7 @@ class Recurrent:
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"input x: expected at least one step and one sequence, got "
                              f"T={x.shape[0]}, B={x.shape[1]}")
-        return _arrays.kernel_operand(x), unbatched
+        return np.ascontiguousarray(x), unbatched
 
     def _check_state(self, state, batch, unbatched, what="state"):
         """``state`` -> tuple of ``(L*D, B, size)`` arrays (zeros when ``None``)."""
@@ -335,8 +335,9 @@ class Recurrent:
         inputs, steps, weights, masks = [], [], [], []
         finals = [np.empty((self.num_layers * D, B, n), self.dtype) for n in self.state_sizes()]
         training = rng is not None
-        # the tape must own its input: never keep the caller's array (or a view of it)
-        layer_in = _workspace.copy(x) if training else x
+        # the tape must own its input: never keep the caller's array (or a view of it); in
+        # inference the kernels read the caller's array unless it is read-only or unaligned
+        layer_in = _workspace.copy(x) if training else _arrays.kernel_operand(x)
         for layer in range(self.num_layers):
             inputs.append(layer_in)
             y = None
