@@ -161,6 +161,30 @@ def test_panel_matmul_rows_do_not_depend_on_the_block(dtype):
     assert np.array_equal(short, whole[3:3 + SHORT_ROWS])
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panel_matmul_columns_do_not_depend_on_the_order_of_the_passes(dtype, accumulate):
+    """An entry is bitwise the same whether its panel goes through all its passes at a time
+    (``K <= N``: many columns) or each pass goes through all panels first (``K > N``: few):
+    either way each pass is one chain from zero, and the passes are summed in ``k`` order."""
+    rng = np.random.default_rng(5)
+    nt = panel_width(np.dtype(dtype).itemsize)
+    K = 2 * DEPTH + 5
+    wide, narrow = (K // nt + 2) * nt + 3, 2 * nt + 3     # K <= wide, K > narrow
+    assert narrow < K <= wide
+    a = rng.standard_normal((2 * ROWS + SHORT_ROWS + 1, K)).astype(dtype)
+    w = rng.standard_normal((K, wide)).astype(dtype)
+    start = rng.standard_normal((a.shape[0], wide)).astype(dtype)
+    results = []
+    for N in (wide, narrow):
+        out = start[:, :N].copy()
+        panel_matmul(a, 0, prepare_panels(w, 0, K, 0, N), out, 0, N, accumulate)
+        results.append(out)
+    assert np.array_equal(results[0][:, :narrow], results[1])
+    expected = (start[:, :narrow] if accumulate else 0.0) + a.astype(np.float64) @ w[:, :narrow]
+    assert np.allclose(results[1], expected, rtol=0, atol=TOLERANCE[dtype] * K * 10)
+
+
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="compares compiled tiles of several "
                     "vector widths; as plain Python a tile has no vectors")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
