@@ -224,7 +224,7 @@ def panel_matmul(a, k0, prepared, out, n0, n1, accumulate):
     pass's ``(B, DEPTH)`` block of ``a`` is read from cache panel after panel. Every entry
     still sums its passes in the same order, so the results are bitwise the same either way.
     Panel by panel where ``K <= N``, against pass by pass everywhere, old and new alternating
-    call by call (one thread, three runs): float32 LSTM inference at ``(B, I, H) = (128, 128,
+    call by call (one thread, four runs): float32 LSTM inference at ``(B, I, H) = (128, 128,
     512)`` 0.953-0.965 of the time (there a pass over all panels wrote and read back the whole
     1 MiB ``out``, the weights streaming through the L2 beside it), at ``(64, 64, 256)``
     0.977-0.999, float64 0.962-0.999; training 0.96-1.02 (two copies of the same code differ
