@@ -164,8 +164,8 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
-                 gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates,
+                 h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
@@ -189,21 +189,22 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     ``xh (b1 - b0, I + P)``. ``blas``: each step's
     products by the BLAS, else by register tiles (:func:`~._blas.product`).
 
-    ``keep=False`` (inference) keeps no record of the steps: ``gates (1, B, 4H)`` and
-    ``tanh_c (1, B, H)`` are per-step scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``
-    with the initial ``c`` in ``c_seq[0]``; steps alternate between its two halves (so no loop
-    reads and writes the same memory) and the final ``c`` ends in ``c_seq[T % 2]``. The
-    arithmetic is the same, so the outputs are bitwise those of ``keep=True``.
+    To keep no record of the steps (inference), ``gates (1, B, 4H)`` and ``tanh_c (1, B, H)``
+    are one step's scratch that stays in cache, and ``c_seq`` is ``(2, B, H)``: every array is
+    indexed modulo its length (as :func:`~.gru.gru_forward` does), so the steps alternate
+    between the two halves of ``c_seq`` (no loop reads and writes the same memory), the initial
+    ``c`` sits in ``c_seq[init % 2]`` and the final one ends in ``c_seq[(T - init) % 2]``. The
+    arithmetic is the same, so the outputs are bitwise those of the full arrays.
     """
     P = w_hh.shape[1]
-    _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
+    _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates, h_seq,
                         c_seq, tanh_c, a, m, xh, blas, b0, b1,
                         prepare_step(w_ih, w_hh, w_t, blas),
                         prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj))
 
 
 @jit_borrowing
-def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep, gates, h_seq,
+def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates, h_seq,
                         c_seq, tanh_c, a, m, xh, blas, b0, b1, step, hr):
     """The time loop of :func:`lstm_forward` over its packed weights ``step, hr``; compiled without
     reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
@@ -213,7 +214,8 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
     P = h_seq.shape[2]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
-        r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
+        # the rows of the record, or of one step's scratch (inference): modulo their length
+        r, cp, cq = t % gates.shape[0], p % c_seq.shape[0], q % c_seq.shape[0]
         h_prev = h_seq[p, b0:b1]
         h_next = h_seq[q, b0:b1]
         g = gates[r, b0:b1]
@@ -230,8 +232,8 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ke
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, keep,
-                      gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates,
+                      h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
     False). Same arguments (``blas`` and ``xh`` ignored), same results up to summation order;
@@ -244,7 +246,7 @@ def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, r
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):
         t, p, q = (T - 1 - s, T - s, T - 1 - s) if reverse else (s, s, s + 1)
-        r, cp, cq = (t, p, q) if keep else (0, s % 2, (s + 1) % 2)
+        r, cp, cq = t % gates.shape[0], p % c_seq.shape[0], q % c_seq.shape[0]
         pre = gates[r] if summed else a       # the whole pre-activation goes into the gates
         step_product_numpy(x[t], h_seq[p], w_t, pre, summed)
         out = m if has_proj else h_seq[q]

@@ -592,7 +592,7 @@ class LSTM(Recurrent):
         # step t reads xw[t] before writing gates[t]: one buffer, not two
         gates = xw if xw.shape[2] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
-        self._forward_loop(w, x, xw, lengths, reverse, True, gates, h_seq, c_seq, tanh_c, plan)
+        self._forward_loop(w, x, xw, lengths, reverse, gates, h_seq, c_seq, tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -603,18 +603,19 @@ class LSTM(Recurrent):
         H, P = self.hidden_size, self.output_size
         dt = self.dtype
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
-        cc = np.empty((2, B, H), dt)                                    # c, ping-pong
-        cc[0] = 0.0 if state0[1] is None else state0[1]
+        # c ping-pong: the steps index c modulo 2 (the gates and tanh(c) modulo 1)
+        cc = np.empty((2, B, H), dt)
+        init = T if reverse else 0
+        cc[init % 2] = 0.0 if state0[1] is None else state0[1]
         plan = self._plan(B)
-        self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse, False,
+        self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse,
                            np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
-        return out, (h_n, cc[T % 2])
+        return out, (h_n, cc[(T - init) % 2])
 
-    def _forward_loop(self, w, x, xw, lengths, reverse, keep, gates, h_seq, c_seq, tanh_c,
-                      plan):
-        """:func:`~lstm_np.kernels.lstm.lstm_forward` (``keep`` as there) over the batch, in
-        blocks of rows with their own scratch, as ``plan`` says."""
+    def _forward_loop(self, w, x, xw, lengths, reverse, gates, h_seq, c_seq, tanh_c, plan):
+        """:func:`~lstm_np.kernels.lstm.lstm_forward` (full records or one step's scratch, as
+        there) over the batch, in blocks of rows with their own scratch, as ``plan`` says."""
         B = h_seq.shape[1]
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
@@ -623,7 +624,7 @@ class LSTM(Recurrent):
         w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + P, 4H) or (0, 4H)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, self._summed_bias(w), w_hr_t, has_proj,
-                         lengths, reverse, keep, gates, h_seq, c_seq, tanh_c),
+                         lengths, reverse, gates, h_seq, c_seq, tanh_c),
                         # the (rows, 4H) scratch ``a`` only where x W_ih^T was made first
                         (4 * H if xw.shape[2] else 0, H, w_ih.shape[1] + w_hh.shape[1]), plan)
 
