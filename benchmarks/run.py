@@ -17,8 +17,8 @@ two smallest shapes and 3 repeats):
 7. float32 gradient accuracy: max relative error of every weight and bias gradient against the
    float64 result, for lstm_np and for torch.
 
-Every timing is the median of ``--repeats`` runs (more for the small rows and fewer for the
-largest, :func:`repeats_for`) after a warm-up, lstm_np and torch timed in
+Every timing is the median of ``--repeats`` runs (more for the small rows and for the two
+largest shapes, :func:`repeats_for`) after a warm-up, lstm_np and torch timed in
 alternation (with 2 threads: in blocks, see :func:`paired_medians`); ratios are lstm_np / torch
 (below 1: lstm_np is faster). The machine is shared and noisy: read ratios, and re-run a row
 before trusting it.
@@ -170,14 +170,19 @@ def lstm_np_threads(n):
 #: the repeats: their calls last milliseconds, and their medians of five moved by up to 2x
 #: between runs on this VM (torch's as much as lstm_np's), right where the ratios are held to 0.25
 SMALL_ROWS, SMALL_ROW_FACTOR = 512, 5
+#: the rows from this ``B * H`` (the two largest shapes) take LARGE_ROW_EXTRA more repeats: there
+#: the float32 LSTM sits at parity with torch, single calls of one library moved by 10-20 %
+#: within a minute, and a median of three (what these rows took before) landed either side of
+#: 1.0 from run to run; more calls narrow the median, they do not move it
+LARGE_ROWS, LARGE_ROW_EXTRA = 16384, 4
 
 
 def repeats_for(B, H, repeats):
     """Timed calls per library for one row: ``repeats``; five times as many for the small rows
-    (:data:`SMALL_ROWS`), half as many (at least 3) from ``B * H = 32768``."""
+    (:data:`SMALL_ROWS`), ``repeats + LARGE_ROW_EXTRA`` from :data:`LARGE_ROWS`."""
     if B * H <= SMALL_ROWS:
         return repeats * SMALL_ROW_FACTOR
-    return repeats if B * H < 32768 else max(3, repeats // 2)
+    return repeats if B * H < LARGE_ROWS else repeats + LARGE_ROW_EXTRA
 
 
 def section_compute(kind, args, rng, lines):
@@ -461,7 +466,8 @@ def main(argv=None):
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
              f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
              f"- medians of {args.repeats} runs ({repeats_for(1, 1, args.repeats)} for B * H <= "
-             f"{SMALL_ROWS}, {repeats_for(1, 32768, args.repeats)} from B * H = 32768); "
+             f"{SMALL_ROWS}, {repeats_for(1, LARGE_ROWS, args.repeats)} from B * H = "
+             f"{LARGE_ROWS}); "
              "ratio = lstm_np / torch",
              "- 1 thread: lstm_np and torch timed in alternation; 2 threads: in four blocks each "
              f"of half that many runs, after a pause and {WARM_UP} s of untimed calls (each "
