@@ -236,7 +236,8 @@ def section_flops(train_times, args, lines):
             peaks[key] = matmul_gflops(DTYPES[dname], threads)
         f = flops_training(cell, B, I, H)
         row = (f"| {cell.upper()} | {dname} | {B}, {I}, {H} | {threads} | {f / t_ours / 1e9:.1f} | "
-               f"{f / t_theirs / 1e9:.1f} | {peaks[key]:.1f} | {f / t_ours / 1e9 / peaks[key]:.0%} |")
+               f"{f / t_theirs / 1e9:.1f} | {peaks[key]:.1f} | "
+               f"{f / t_ours / 1e9 / peaks[key]:.0%} |")
         print(row, flush=True)
         lines.append(row)
 
@@ -244,9 +245,11 @@ def section_flops(train_times, args, lines):
 def section_stream(args, rng, lines):
     import torch
     torch.set_num_threads(1)
-    lines += ["", "### Streaming: batch 1, one step per call, state carried (microseconds per step)",
+    lines += ["",
+              "### Streaming: batch 1, one step per call, state carried (microseconds per step)",
               "", "| cell | dtype | I, H | lstm_np us | torch nn.<cell> us | torch <cell>Cell us | "
-              "ratio vs nn.<cell> | ratio vs Cell |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+              "ratio vs nn.<cell> | ratio vs Cell |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for cell in args.cells:
         for dname in ("float32",):
             dtype = DTYPES[dname]
@@ -256,7 +259,8 @@ def section_stream(args, rng, lines):
                 cell_cls = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell,
                             "rnn": torch.nn.RNNCell}[cell]
                 tcell = cell_cls(I, H, dtype=module.weight_ih_l0.dtype)
-                tcell.load_state_dict({k.replace("_l0", ""): v for k, v in module.state_dict().items()})
+                tcell.load_state_dict({k.replace("_l0", ""): v
+                                       for k, v in module.state_dict().items()})
                 stream = layer.stream()
                 x = rng.standard_normal(I).astype(dtype)
                 xt = torch.from_numpy(x)
@@ -283,8 +287,8 @@ def section_stream(args, rng, lines):
                             s = tcell(xs, s)
                         state["cell"] = s
                 t_o, t_f, t_c = (median_time(f, 5) / n * 1e6 for f in (ours, full, cellwise))
-                row = (f"| {cell.upper()} | {dname} | {I}, {H} | {t_o:.2f} | {t_f:.2f} | {t_c:.2f} | "
-                       f"{t_o / t_f:.2f} | {t_o / t_c:.2f} |")
+                row = (f"| {cell.upper()} | {dname} | {I}, {H} | {t_o:.2f} | {t_f:.2f} | "
+                       f"{t_c:.2f} | {t_o / t_f:.2f} | {t_o / t_c:.2f} |")
                 print(row, flush=True)
                 lines.append(row)
 
@@ -442,6 +446,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="two smallest shapes, 3 repeats")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
+    command_args = argv if argv is not None else sys.argv[1:]
     args.threads = [int(v) for v in args.threads.split(",")]
     args.cells = [c for c in args.cells.split(",") if c]
     args.dtypes = [d for d in args.dtypes.split(",") if d]
@@ -464,7 +469,7 @@ def main(argv=None):
              f"{torch.__version__}, BLAS: {blas_description()}",
              f"- OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
              f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', 'unset')}",
-             f"- command: `{' '.join(['python', 'benchmarks/run.py'] + (argv if argv is not None else sys.argv[1:]))}`",
+             f"- command: `{' '.join(['python', 'benchmarks/run.py'] + command_args)}`",
              f"- medians of {args.repeats} runs ({repeats_for(1, 1, args.repeats)} for B * H <= "
              f"{SMALL_ROWS}, {repeats_for(1, LARGE_ROWS, args.repeats)} from B * H = "
              f"{LARGE_ROWS}); "

@@ -71,7 +71,8 @@ FOUND = _lib is not None
 _fallbacks = []
 for _letter, _type in (("s", types.float32), ("d", types.float64)):
     if FOUND:
-        _address = ctypes.cast(getattr(_lib, f"scipy_cblas_{_letter}gemm64_"), ctypes.c_void_p).value
+        _symbol = getattr(_lib, f"scipy_cblas_{_letter}gemm64_")
+        _address = ctypes.cast(_symbol, ctypes.c_void_p).value
     else:                                                       # pragma: no cover - other BLAS
         from numba import cfunc
         _fallbacks.append(cfunc(_gemm_signature(_type), cache=True)(_loop_gemm))

@@ -7,7 +7,8 @@ size, ``P`` projected hidden size, ``D`` directions, ``L`` layers.
 from . import convert, data, losses, optim
 from ._threads import get_num_threads, set_num_threads
 from ._workspace import release_memory
-from .convert import from_keras, from_onnx, from_torch, load_onnx, to_keras, to_onnx, to_torch_state_dict
+from .convert import (from_keras, from_onnx, from_torch, load_onnx, to_keras, to_onnx,
+                      to_torch_state_dict)
 from .errors import FileFormatError
 from .gradcheck import gradcheck
 from .losses import cross_entropy, mse

@@ -51,12 +51,14 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     if arr.dtype != dtype:
         raise TypeError(
             f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {arr.dtype}; "
-            f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with dtype=np.{arr.dtype}")
+            f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with "
+            f"dtype=np.{arr.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
             ranks = " or ".join(str(r) for r in allowed)
-            raise ValueError(f"{what}: expected rank {ranks}, got shape {arr.shape} (rank {arr.ndim})")
+            raise ValueError(f"{what}: expected rank {ranks}, got shape {arr.shape} "
+                             f"(rank {arr.ndim})")
     if shape is not None:
         ok = len(shape) == arr.ndim and all(s is None or s == n for s, n in zip(shape, arr.shape))
         if not ok:
@@ -100,7 +102,8 @@ def positive_int(value, what, minimum=1):
 
 
 def lengths_array(lengths, batch, steps):
-    """Per-sequence lengths as int64 ``(B,)`` with ``1 <= lengths[b] <= T``; ``None`` means all T."""
+    """Per-sequence lengths as int64 ``(B,)`` with ``1 <= lengths[b] <= T``; ``None`` means all
+    T."""
     if lengths is None:
         arr = np.empty(batch, np.int64)      # (np.full costs several Python calls more)
         arr.fill(steps)
@@ -110,7 +113,8 @@ def lengths_array(lengths, batch, steps):
         raise TypeError(f"lengths: expected a 1-D array of ints (one per sequence), "
                         f"got dtype {arr.dtype} and shape {arr.shape}")
     if arr.shape[0] != batch:
-        raise ValueError(f"lengths: expected {batch} entries (one per sequence), got {arr.shape[0]}")
+        raise ValueError(f"lengths: expected {batch} entries (one per sequence), "
+                         f"got {arr.shape[0]}")
     if arr.size and (arr.min() < 1 or arr.max() > steps):
         raise ValueError(f"lengths: expected values in [1, {steps}] (T = {steps}), "
                          f"got min {arr.min()} and max {arr.max()}")

@@ -54,7 +54,8 @@ def load(trainer, path):
         if header["stateful"] != trainer.stateful or header["batch_size"] != trainer.batch_size:
             raise FileFormatError(f"{path}: written by a trainer with stateful="
                                   f"{header['stateful']}, batch_size={header['batch_size']}; this "
-                                  f"one has stateful={trainer.stateful}, batch_size={trainer.batch_size}")
+                                  f"one has stateful={trainer.stateful}, "
+                                  f"batch_size={trainer.batch_size}")
         if header["optimizer"] != type(trainer.optimizer).__name__:
             raise FileFormatError(f"{path}: optimizer {header['optimizer']} in the file, "
                                   f"{type(trainer.optimizer).__name__} in the trainer")
@@ -99,7 +100,8 @@ def load(trainer, path):
     except FileFormatError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise FileFormatError(f"{path}: malformed checkpoint header ({type(exc).__name__}: {exc})") from None
+        raise FileFormatError(f"{path}: malformed checkpoint header "
+                              f"({type(exc).__name__}: {exc})") from None
 
     # everything checked: now change the trainer
     for k, v in params.items():

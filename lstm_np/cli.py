@@ -53,7 +53,8 @@ def load_series(csv_path=None, column=None):
             try:
                 values.append(float(row[column]))
             except (TypeError, ValueError):
-                raise SystemExit(f"{csv_path}:{line}: {column}={row[column]!r} is not a number") from None
+                raise SystemExit(f"{csv_path}:{line}: {column}={row[column]!r} is not a "
+                                 f"number") from None
     values = np.array(values)
     if not _arrays.all_finite(values):
         raise SystemExit(f"{csv_path}: column {column!r} has NaN/Inf values")
@@ -212,8 +213,8 @@ def run_gradients(args):
         lines.append(f"| {cell.upper()} | " + " | ".join(f"{v:.2e}" for v in pick)
                      + f" | x{slope:.3f} | {sat_text} |")
         flows[cell.upper()] = flow.dh_norms
-        report["cells"][cell] = {"dh_norms": flow.dh_norms.tolist(),
-                                 "dc_norms": None if flow.dc_norms is None else flow.dc_norms.tolist(),
+        dc_norms = None if flow.dc_norms is None else flow.dc_norms.tolist()
+        report["cells"][cell] = {"dh_norms": flow.dh_norms.tolist(), "dc_norms": dc_norms,
                                  "per_step_factor": slope, "gate_saturation": {
                                      str(k): v for k, v in saturation.items()}}
     boundary = args.steps - args.seq_len

@@ -100,7 +100,8 @@ def _infer_torch_config(state):
     if "weight_ih_l0" not in state or "weight_hh_l0" not in state:
         raise KeyError(f"from_torch: expected torch RNN keys (weight_ih_l0, weight_hh_l0, ...), "
                        f"got {sorted(state)[:6]}")
-    layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in state if k.startswith("weight_ih_l"))
+    layers = 1 + max(int(k.split("_l")[1].split("_")[0])
+                     for k in state if k.startswith("weight_ih_l"))
     w_ih, w_hh = state["weight_ih_l0"], state["weight_hh_l0"]
     proj = "weight_hr_l0" in state
     hidden = state["weight_hr_l0"].shape[1] if proj else w_hh.shape[1]
@@ -178,8 +179,8 @@ def from_keras(weights, cell, reset_after=True, activation="tanh", bidirectional
             bias = np.asarray(entry["bias"])
             if cell == "gru" and reset_after:
                 if bias.shape != (2, 3 * U):
-                    raise ValueError(f"bias: a Keras GRU with reset_after=True has bias (2, {3 * U}), "
-                                     f"got {bias.shape}")
+                    raise ValueError(f"bias: a Keras GRU with reset_after=True has bias "
+                                     f"(2, {3 * U}), got {bias.shape}")
                 state["bias_ih" + sfx] = _blocks(bias[0], order)
                 state["bias_hh" + sfx] = _blocks(bias[1], order)
             else:
@@ -236,13 +237,15 @@ def from_onnx(weights, cell, linear_before_reset=None, activation=None, batch_fi
     H = np.shape(first["R"])[2]
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     if W0.shape[1] != G * H:
-        raise ValueError(f"W: expected {G * H} rows for {cell} with hidden size {H}, got {W0.shape[1]}")
+        raise ValueError(f"W: expected {G * H} rows for {cell} with hidden size {H}, "
+                         f"got {W0.shape[1]}")
     has_bias = any("B" in e and np.any(np.asarray(e["B"]) != 0) for e in entries)
     config = dict(input_size=W0.shape[2], hidden_size=H, num_layers=len(entries),
                   bias=has_bias, bidirectional=D == 2, batch_first=batch_first,
                   dtype=dtype or _float_dtype(W0))
     if cell == "gru":
-        lbr = first.get("linear_before_reset", 0) if linear_before_reset is None else linear_before_reset
+        lbr = (first.get("linear_before_reset", 0) if linear_before_reset is None
+               else linear_before_reset)
         config["reset_after"] = bool(lbr)
     if cell == "rnn":
         act = activation or (first.get("activations") or ["Tanh"])[0]
@@ -265,6 +268,15 @@ def from_onnx(weights, cell, linear_before_reset=None, activation=None, batch_fi
     return layer
 
 
+def _decoded(value):
+    """An ONNX attribute value with its bytes (and the bytes in a list) decoded to str."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [x.decode() if isinstance(x, bytes) else x for x in value]
+    return value
+
+
 def load_onnx(path, batch_first=None):
     """Every LSTM, GRU and RNN node of an ``.onnx`` file as an lstm_np layer, in graph order.
     Needs the optional ``onnx`` package (``pip install "lstm_np[onnx]"``); the weights must be
@@ -274,7 +286,8 @@ def load_onnx(path, batch_first=None):
         import onnx
         from onnx import numpy_helper
     except ImportError:
-        raise ImportError("load_onnx needs the onnx package: pip install \"lstm_np[onnx]\"") from None
+        raise ImportError("load_onnx needs the onnx package: "
+                          "pip install \"lstm_np[onnx]\"") from None
     model = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     layers = []
@@ -282,9 +295,7 @@ def load_onnx(path, batch_first=None):
         if node.op_type not in ("LSTM", "GRU", "RNN"):
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else
-                     [x.decode() if isinstance(x, bytes) else x for x in v] if isinstance(v, list) else v)
-                 for k, v in attrs.items()}
+        attrs = {k: _decoded(v) for k, v in attrs.items()}
         direction = attrs.get("direction", "forward")
         if direction not in ("forward", "bidirectional"):
             raise ValueError(f"node {node.name!r}: direction {direction!r} is not supported")
@@ -301,7 +312,8 @@ def load_onnx(path, batch_first=None):
         for key, name in names.items():
             if name:
                 if name not in inits:
-                    raise ValueError(f"node {node.name!r}: input {key} ({name!r}) is not an initializer")
+                    raise ValueError(f"node {node.name!r}: input {key} ({name!r}) is not an "
+                                     f"initializer")
                 entry[key] = inits[name]
         cell = node.op_type.lower()
         acts = [a.lower() for a in attrs.get("activations") or []]
@@ -312,8 +324,10 @@ def load_onnx(path, batch_first=None):
         layout_batch_first = bool(attrs.get("layout", 0))
         layers.append(from_onnx(entry, cell,
                                 linear_before_reset=attrs.get("linear_before_reset", 0),
-                                activation=(acts or ["tanh"])[0].capitalize() if cell == "rnn" else None,
-                                batch_first=layout_batch_first if batch_first is None else batch_first))
+                                activation=(acts or ["tanh"])[0].capitalize()
+                                if cell == "rnn" else None,
+                                batch_first=(layout_batch_first if batch_first is None
+                                             else batch_first)))
     if not layers:
         raise ValueError(f"{path}: no LSTM, GRU or RNN node in the graph")
     return layers

@@ -105,7 +105,8 @@ def forecast_stateless(model, z_train, z_test, window):
 
 
 def train_one(mode, series, settings, seed):
-    """Train one model (``mode`` is ``"stateful"`` or ``"stateless"``) and forecast the test part."""
+    """Train one model (``mode`` is ``"stateful"`` or ``"stateless"``) and forecast the test
+    part."""
     start = time.perf_counter()
     train, test = split(series, settings.test_fraction)
     scale = Standardizer.fit(train)

@@ -24,7 +24,8 @@ class Linear:
         self.dtype = _arrays.as_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
-        self.params = {"weight": rng.uniform(-bound, bound, (out_features, in_features)).astype(self.dtype)}
+        weight = rng.uniform(-bound, bound, (out_features, in_features))
+        self.params = {"weight": weight.astype(self.dtype)}
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features).astype(self.dtype)
 
@@ -137,7 +138,8 @@ class Sequential:
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         staged = []
         for i, layer in enumerate(self.layers):
-            part = {k.split(".", 1)[1]: v for k, v in mapping.items() if k.split(".", 1)[0] == str(i)}
+            part = {k.split(".", 1)[1]: v for k, v in mapping.items()
+                    if k.split(".", 1)[0] == str(i)}
             for name, value in part.items():
                 arr = _arrays.to_numpy(value, f"{i}.{name}")
                 want = layer.params[name]

@@ -85,7 +85,8 @@ def _build(spec, path):
             raise FileFormatError(f"{path}: {kind} {key} must be an int in [0, {_MAX_SIZE}], "
                                   f"got {value!r}")
     sizes = [config.get(k, 1) for k in ("input_size", "hidden_size", "in_features", "out_features")]
-    if np.prod([max(s, 1) for s in sizes], dtype=np.float64) * config.get("num_layers", 1) > _MAX_SIZE:
+    weights = np.prod([max(s, 1) for s in sizes], dtype=np.float64) * config.get("num_layers", 1)
+    if weights > _MAX_SIZE:
         raise FileFormatError(f"{path}: {kind} config asks for more than {_MAX_SIZE} weights")
     try:
         return _TYPES[kind](**config)

@@ -12,7 +12,8 @@ def clip_grad_norm(grads, max_norm):
     """Scale every gradient in ``grads`` (a dict) in place so that their joint L2 norm is at most
     ``max_norm``; returns the norm before clipping. Same formula as torch:
     ``coef = min(1, max_norm / (norm + 1e-6))``."""
-    total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values())))
+    total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64)))
+                              for g in grads.values())))
     coef = min(1.0, max_norm / (total + 1e-6))
     if coef < 1.0:
         for g in grads.values():
@@ -110,7 +111,8 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
-        self.betas, self.eps, self.weight_decay = tuple(map(float, betas)), float(eps), float(weight_decay)
+        self.betas = tuple(map(float, betas))
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
 
     def step(self, grads):
         self._check(grads)

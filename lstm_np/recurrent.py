@@ -266,7 +266,7 @@ class Recurrent:
             staged[name] = _arrays.float_array(arr.astype(self.dtype), name, self.dtype,
                                                shape=shapes[name])
         for name, arr in staged.items():
-            self.params[name][...] = arr   # in place: optimizers and models holding it stay attached
+            self.params[name][...] = arr   # in place: optimizers and models holding it stay on it
         return missing, unexpected
 
     # ----------------------------------------------------------------- validation
@@ -388,12 +388,16 @@ class Recurrent:
         """:meth:`backward`; a model that chains layers passes ``check_finite=False`` for the
         gradients it computed itself (its own caller checks the result)."""
         if not isinstance(tape, Tape) or tape.owner != id(self):
-            raise ValueError("tape: expected the tape returned by this layer's forward(), "
-                             f"got {'a tape of another layer' if isinstance(tape, Tape) else type(tape).__name__}")
+            got = "a tape of another layer" if isinstance(tape, Tape) else type(tape).__name__
+            raise ValueError(f"tape: expected the tape returned by this layer's forward(), "
+                             f"got {got}")
         T, B, DP = tape.output_shape
         want = (T, DP) if tape.unbatched else ((B, T, DP) if tape.batch_first else (T, B, DP))
         dy = _arrays.float_array(dy, "dy", self.dtype, shape=want, finite=check_finite)
-        dy = dy[:, None, :] if tape.unbatched else (dy.transpose(1, 0, 2) if tape.batch_first else dy)
+        if tape.unbatched:
+            dy = dy[:, None, :]
+        elif tape.batch_first:
+            dy = dy.transpose(1, 0, 2)
         dfinal = self._check_state(dstate, B, tape.unbatched, what="dstate")
         D, P = self.num_directions, self.output_size
         L = self.num_layers

@@ -53,7 +53,8 @@ class Stream:
         top = (L - 1) * B * sum(self._sizes)            # the last layer's h, first in its block
         self._top = self._state[top:top + B * self._sizes[0]]    # (B*P,) view of the state
         self.refresh()
-        self._kernel = compiled_for(layer.stream_kernel, np.zeros(B * layer.input_size, layer.dtype),
+        self._kernel = compiled_for(layer.stream_kernel,
+                                    np.zeros(B * layer.input_size, layer.dtype),
                                     self._buffer, self._meta)
         if state is not None:
             self.state = state

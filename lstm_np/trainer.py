@@ -187,7 +187,8 @@ class Trainer:
         (``N`` a multiple of ``batch_size``); ``warmup`` (same layout) is run first to seed it.
         ``batch_size`` defaults to the trainer's; for a stateful model a different batch size is
         simply a new store for the same model."""
-        size = self.batch_size if batch_size is None else _arrays.positive_int(batch_size, "batch_size")
+        size = (self.batch_size if batch_size is None
+                else _arrays.positive_int(batch_size, "batch_size"))
         store = StateStore(self.model, size) if self.stateful else None
         if warmup is not None:
             self._run(_arrays.to_numpy(warmup, "warmup"), size, store)
