@@ -266,7 +266,7 @@ class Recurrent:
             staged[name] = _arrays.float_array(arr.astype(self.dtype), name, self.dtype,
                                                shape=shapes[name])
         for name, arr in staged.items():
-            self.params[name][...] = arr   # in place: optimizers and models holding it stay on it
+            self.params[name][...] = arr   # in place: whoever holds the array sees the values
         return missing, unexpected
 
     # ----------------------------------------------------------------- validation
