@@ -271,7 +271,8 @@ class Recurrent:
 
     # ----------------------------------------------------------------- validation
     def _check_input(self, x):
-        """``x`` -> ``(T, B, I)`` time-major C-contiguous, and whether it was unbatched."""
+        """``x`` -> ``(T, B, I)`` time-major (a view of the caller's array: :meth:`_run` makes
+        the one copy it needs), and whether it was unbatched."""
         x = _arrays.float_array(x, "input x", self.dtype, ndim=(2, 3))
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input x: expected input_size {self.input_size} in the last "
@@ -284,7 +285,7 @@ class Recurrent:
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"input x: expected at least one step and one sequence, got "
                              f"T={x.shape[0]}, B={x.shape[1]}")
-        return np.ascontiguousarray(x), unbatched
+        return x, unbatched
 
     def _check_state(self, state, batch, unbatched, what="state"):
         """``state`` -> tuple of ``(L*D, B, size)`` arrays (zeros when ``None``)."""
@@ -336,7 +337,8 @@ class Recurrent:
         finals = [np.empty((self.num_layers * D, B, n), self.dtype) for n in self.state_sizes()]
         training = rng is not None
         # the tape must own its input: never keep the caller's array (or a view of it); in
-        # inference the kernels read the caller's array unless it is read-only or unaligned
+        # inference the kernels read the caller's array unless it is not C-contiguous (a
+        # batch_first input), read-only or unaligned: one copy at most, either way
         layer_in = _workspace.copy(x) if training else _arrays.kernel_operand(x)
         for layer in range(self.num_layers):
             inputs.append(layer_in)
