@@ -610,12 +610,13 @@ class LSTM(Recurrent):
         dt = self.dtype
         h_seq = _state_sequence(T, B, P, dt, state0[0], reverse)        # (T+1, B, P)
         # c ping-pong: the steps index c modulo 2 (the gates and tanh(c) modulo 1)
-        cc = np.empty((2, B, H), dt)
+        cc = _workspace.empty((2, B, H), dt)
         init = T if reverse else 0
         cc[init % 2] = 0.0 if state0[1] is None else state0[1]
         plan = self._plan(B)
         self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse,
-                           np.empty((1, B, 4 * H), dt), h_seq, cc, np.empty((1, B, H), dt), plan)
+                           _workspace.empty((1, B, 4 * H), dt), h_seq, cc,
+                           _workspace.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[(T - init) % 2])
 
@@ -721,7 +722,7 @@ class GRU(Recurrent):
             gates = xw        # each gate entry is written after its xw entry is read
             hn = _workspace.empty((T, B, H), dt)
         else:
-            gates, hn = np.empty((1, B, 3 * H), dt), np.empty((1, B, H), dt)
+            gates, hn = _workspace.empty((1, B, 3 * H), dt), _workspace.empty((1, B, H), dt)
         plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
                         (xw, b_ih, w["weight_hh"], _transposed_for(plan, w["weight_hh"]), b_hh,

@@ -16,10 +16,11 @@ from lstm_np import _arrays
 from lstm_np.kernels import _blas
 from lstm_np.kernels._blocks import (add_rows_f64, all_finite, matmul_add, take_block,
                                      transpose_into)
+from lstm_np.kernels import _tiles
 from lstm_np.kernels._tiles import (DEPTH, ROWS, SHORT_ROWS, SPANS, VECTOR_BYTES, VECTORS,
                                     _tile_kernel, _vector_bytes, pack_panels, pack_transposed,
-                                    panel_matmul, panel_width, prepare_panels, saves_a_pass,
-                                    tiles_matmul)
+                                    panel_matmul, panel_width, prepare_panels,
+                                    prepare_transposed, saves_a_pass, tiles_matmul)
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
@@ -76,6 +77,28 @@ def test_pack_transposed_is_pack_panels_of_the_transposes(dtype, K1, K2):
     for n0, n1 in ((0, N), (3, nt + 5)):
         expected = pack_panels(stacked, 0, K1 + K2, n0, n1)
         assert np.array_equal(pack_transposed(first, second, n0, n1), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panels_and_their_scratch_start_a_cache_line(dtype):
+    """Every panel row is whole vectors (three), and a vector divides a cache line, so with the
+    panels' first element on a line no vector load of a tile straddles two lines. Numba's own
+    arrays start on 32 bytes; many shapes, so that an allocator that happened to land on a line
+    would not pass alone."""
+    nt = panel_width(np.dtype(dtype).itemsize)
+    assert nt * np.dtype(dtype).itemsize == VECTORS * VECTOR_BYTES
+    assert _tiles.LINE % VECTOR_BYTES == 0
+    rng = np.random.default_rng(3)
+    for K, N in [(1, 1), (3, nt + 1), (5, 2 * nt), (17, 3 * nt + 7), (DEPTH + 1, nt - 1)] * 3:
+        w = rng.standard_normal((K, N)).astype(dtype)
+        panels, scratch = prepare_panels(w, 0, K, 0, N)
+        assert panels.ctypes.data % _tiles.LINE == 0 and scratch.ctypes.data % _tiles.LINE == 0
+        assert panels.flags.c_contiguous and scratch.flags.c_contiguous
+        assert not scratch.any()
+        joined = panels.transpose(1, 0, 2).reshape(K, -1)
+        assert np.array_equal(joined[:, :N], w) and not joined[:, N:].any()
+        both = prepare_transposed(w.T, np.zeros((N, 0), dtype), 0, N)[0]
+        assert both.ctypes.data % _tiles.LINE == 0 and np.array_equal(both, panels)
 
 
 

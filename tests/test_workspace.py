@@ -162,6 +162,42 @@ def test_aligned_empty_starts_a_cache_line(dtype):
             assert not np.shares_memory(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooled_arrays_start_a_cache_line(dtype):
+    """Placed by nothing else, a pooled array starts a cache line (NumPy's large arrays start
+    16 bytes past one), fresh or handed out again; a copy keeps its source's offset instead
+    where that is aligned for the dtype, and falls back to a line where it is not."""
+    item = np.dtype(dtype).itemsize
+    for shape in [(64, 300), (3, 100, 77), (2 ** 14 + 1,)] * 2:
+        arrays = [_workspace.empty(shape, dtype) for _ in range(3)]
+        for a in arrays:
+            assert a.shape == shape and a.flags.c_contiguous
+            assert a.ctypes.data % _workspace.LINE == 0
+        del arrays
+    raw = np.empty(2 ** 17 + 8192, np.uint8)
+    source = raw[16:16 + 2 ** 17].view(dtype)
+    assert (_workspace.copy(source).ctypes.data - source.ctypes.data) % 4096 == 0
+    odd = raw[3:3 + 2 ** 17].view(dtype)                  # not aligned for the dtype
+    placed = _workspace.empty(odd.shape, dtype, offset_like=odd)
+    assert placed.ctypes.data % _workspace.LINE == 0 and placed.ctypes.data % item == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_time_loops_arrays_start_a_cache_line(pool_everything, cell):
+    """What the time loops' vector loops stream through starts a cache line: the outputs (``y =
+    h_seq[1:]``, one step of ``B P`` elements past the state sequence's start: a whole number of
+    lines here), in inference and in training, and every per-step record of the tape."""
+    layer = make_layer(cell, 5, 16, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((6, 4, 5)).astype(np.float32)
+    y, _ = layer(x)
+    assert y.ctypes.data % _workspace.LINE == 0
+    y, _, tape = layer.forward(x)
+    records = [a for step in tape.steps for a in step.values() if isinstance(a, np.ndarray)]
+    assert y.ctypes.data % _workspace.LINE == 0 and records
+    for a in records:
+        assert a.ctypes.data % _workspace.LINE == 0
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_a_streams_buffer_starts_a_cache_line(cell):
     stream = make_layer(cell, 5, 8, dtype=np.float32).stream(batch_size=2)
