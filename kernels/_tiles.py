@@ -155,10 +155,10 @@ def _zeros_on_lines(shape, dtype_of):
     bytes past a line every 64-byte load of an AVX-512 tile straddled two lines. A panel row
     (``NT`` columns) is three whole vectors, so with the first element on a line no vector load
     of a tile straddles two (a row is three lines with 64-byte vectors, one and a half with
-    32-byte ones). Measured here with only this changed, old and new
-    alternating (one thread, bitwise the same): float32 LSTM training at ``(B, I, H) = (64,
-    64, 256)`` 0.957 of the time, inference at ``(32, 32, 128)`` 0.973, at ``(64, 64, 256)``
-    1.002 (where the old panels had happened to land on a line)."""
+    32-byte ones). Measured here with only this changed, old and new alternating (one thread,
+    bitwise the same): float32 LSTM training at ``(B, I, H) = (64, 64, 256)`` 0.957 of the
+    time, inference at ``(32, 32, 128)`` 0.973, at ``(64, 64, 256)`` 1.002 (where the old
+    panels had happened to land on a line)."""
     size = 1
     for n in shape:
         size *= n

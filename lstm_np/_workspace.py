@@ -23,7 +23,8 @@ alternating call by call (one thread, bitwise the same results; the panels on ca
 of the time at ``(B, I, H) = (64, 64, 256)``, 0.94-1.01 at ``(128, 128, 512)``, 0.93-1.02 at
 ``(32, 32, 128)``; float64 0.93 at ``(64, 64, 256)``; training 0.96 and 0.98 (the spread is the
 old code's: where its scratch landed changed from call to call). A ``T = 1`` call makes its
-three scratch arrays through :func:`empty`: about 0.7 us more, 1-4 % of such a call.
+scratch arrays (three in an LSTM, two in a GRU) through :func:`empty`: about 0.7 us more, 1-4 %
+of such a call.
 
 Copies are placed against 4K aliasing (:func:`copy`): a CPU takes a load whose address matches
 an earlier store's in the low 12 bits as depending on it, so a copy whose destination sits a
