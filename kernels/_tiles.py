@@ -144,7 +144,8 @@ def _pack_into(panels, kp, w, k0, k1, n0, n1):
                     block[kp + k, j] = src[k]
 
 
-#: bytes in a cache line: the panels start on one (:func:`_zeros_on_lines`)
+#: bytes in a cache line: the panels start on one (:func:`_zeros_on_lines`), as the layers'
+#: pooled arrays do (``lstm_np._workspace`` takes this value)
 LINE = 64
 
 

@@ -40,12 +40,12 @@ import threading
 
 import numpy as np
 
+from .kernels._tiles import LINE    # the bytes of a cache line, which the kernels' panels start on
+
 MIN_BYTES = 1 << 16
 MAX_POOLED_BYTES = 1 << 30
 #: spare bytes at the end of every pooled buffer, room to place a copy (:func:`copy`)
 ALIGN_SLACK = 4096
-#: bytes that pooled and :func:`aligned_empty` arrays start on: a cache line
-LINE = 64
 
 _lock = threading.Lock()
 _pool = {}                 # nbytes -> [1-D uint8 buffers]
@@ -122,9 +122,7 @@ def aligned_empty(shape, dtype):
     calls 10-25 % slower) than the aligned rows gained (nothing measurable at B <= 32)."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + LINE, np.uint8)
-    start = -raw.ctypes.data % LINE
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return _placed(np.empty(nbytes + LINE, np.uint8), nbytes, dtype, shape, None)
 
 
 def copy(a):
