@@ -48,22 +48,23 @@ MAX_POOLED_BYTES = 1 << 30
 ALIGN_SLACK = 4096
 
 _lock = threading.Lock()
-_pool = {}                 # nbytes -> [1-D uint8 buffers]
+_pool = {}                 # nbytes -> [(1-D uint8 buffer, its address)]
 _pooled_bytes = 0
 
 
 def _refs_when_free():
-    """The reference count :func:`_free_index` sees for a buffer nothing else uses: the list's
-    own reference and the call's argument, measured in the same expression so that it holds for
-    this interpreter's way of counting."""
-    probe = [np.empty(1, np.uint8)]
-    return sys.getrefcount(probe[0])
+    """The reference count :func:`_free_index` sees for a buffer nothing else uses: the pool
+    entry's own reference and the call's argument, measured in the same expression so that it
+    holds for this interpreter's way of counting."""
+    probe = [(np.empty(1, np.uint8), 0)]
+    return sys.getrefcount(probe[0][0])
 
 
-def _free_index(buffers):
-    """Index of the first buffer in ``buffers`` that no array uses, or -1."""
-    for i in range(len(buffers)):
-        if sys.getrefcount(buffers[i]) == _FREE_REFS:
+def _free_index(entries):
+    """Index of the first ``(buffer, address)`` entry in ``entries`` whose buffer no array
+    uses, or -1."""
+    for i in range(len(entries)):
+        if sys.getrefcount(entries[i][0]) == _FREE_REFS:
             return i
     return -1
 
@@ -84,29 +85,33 @@ def empty(shape, dtype, offset_like=None):
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype)
     with _lock:
-        buffers = _pool.setdefault(nbytes, [])
-        i = _free_index(buffers)
+        entries = _pool.setdefault(nbytes, [])
+        i = _free_index(entries)
         if i >= 0:
-            return _placed(buffers[i], nbytes, dtype, shape, offset_like)
+            return _placed(entries[i], dtype, shape, offset_like)
         buffer = np.empty(nbytes + ALIGN_SLACK, np.uint8)
+        entry = (buffer, buffer.ctypes.data)
         if _pooled_bytes + buffer.nbytes > MAX_POOLED_BYTES:
             _drop_unused()
-            buffers = _pool.setdefault(nbytes, [])     # the empty list may have gone
+            entries = _pool.setdefault(nbytes, [])     # the empty list may have gone
         if _pooled_bytes + buffer.nbytes <= MAX_POOLED_BYTES:
-            buffers.append(buffer)
+            entries.append(entry)
             _pooled_bytes += buffer.nbytes
-        return _placed(buffer, nbytes, dtype, shape, offset_like)
+        return _placed(entry, dtype, shape, offset_like)
 
 
-def _placed(buffer, nbytes, dtype, shape, offset_like):
-    """The ``shape`` array of ``dtype`` in ``buffer``, at the offset of ``offset_like`` modulo
-    4096 when that keeps it aligned for ``dtype``, else on the buffer's first cache line."""
-    start = -buffer.ctypes.data % LINE
+def _placed(entry, dtype, shape, offset_like):
+    """The ``shape`` array of ``dtype`` in the ``(buffer, address)`` ``entry``, at the offset of
+    ``offset_like`` modulo 4096 when that keeps it aligned for ``dtype``, else on the buffer's
+    first cache line. The buffer's address is kept with it: NumPy's ``.ctypes.data`` takes
+    about 1 us (Python code in NumPy), more than the rest of a hand-out."""
+    buffer, address = entry
+    start = -address % LINE
     if offset_like is not None:
-        placed = (offset_like.ctypes.data - buffer.ctypes.data) % ALIGN_SLACK
+        placed = (offset_like.ctypes.data - address) % ALIGN_SLACK
         if placed % dtype.alignment == 0:
             start = placed
-    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+    return np.ndarray(shape, dtype, buffer, start)
 
 
 def aligned_empty(shape, dtype):
@@ -122,7 +127,8 @@ def aligned_empty(shape, dtype):
     calls 10-25 % slower) than the aligned rows gained (nothing measurable at B <= 32)."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    return _placed(np.empty(nbytes + LINE, np.uint8), nbytes, dtype, shape, None)
+    buffer = np.empty(nbytes + LINE, np.uint8)
+    return _placed((buffer, buffer.ctypes.data), dtype, shape, None)
 
 
 def copy(a):
@@ -137,11 +143,11 @@ def _drop_unused():
     """Forget every pooled buffer that no array uses (caller holds the lock)."""
     global _pooled_bytes
     for nbytes in list(_pool):
-        buffers = _pool[nbytes]
-        while (i := _free_index(buffers)) >= 0:
-            _pooled_bytes -= buffers[i].nbytes
-            del buffers[i]
-        if not buffers:
+        entries = _pool[nbytes]
+        while (i := _free_index(entries)) >= 0:
+            _pooled_bytes -= entries[i][0].nbytes
+            del entries[i]
+        if not entries:
             del _pool[nbytes]
 
 

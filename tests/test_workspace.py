@@ -29,7 +29,7 @@ def test_a_buffer_is_handed_out_again_only_when_nothing_uses_it():
     d = _workspace.empty((300, 64), np.float32)   # same size, another shape
     assert d.shape == (300, 64) and d.flags.c_contiguous
     assert address is not None and d.base.ctypes.data in {
-        buf.ctypes.data for buf in _workspace._pool[64 * 300 * 4]}
+        buf.ctypes.data for buf, _ in _workspace._pool[64 * 300 * 4]}
 
 
 def test_small_arrays_are_not_pooled():
@@ -103,9 +103,9 @@ def test_a_full_pool_makes_room_by_dropping_unused_buffers(monkeypatch):
     del unused
     big = _workspace.empty((2 ** 16,), np.float32)              # 256 KiB: needs the room
     assert any(buf.ctypes.data == big.base.ctypes.data
-               for buf in _workspace._pool.get(2 ** 18, []))
+               for buf, _ in _workspace._pool.get(2 ** 18, []))
     assert (2 ** 15 + 16) * 4 not in _workspace._pool           # the unused one went
-    assert held.base is not None and any(buf is held.base for buf in _workspace._pool[2 ** 17])
+    assert held.base is not None and any(buf is held.base for buf, _ in _workspace._pool[2 ** 17])
 
 
 def test_release_memory_drops_only_unused_buffers(pool_everything):
@@ -116,7 +116,8 @@ def test_release_memory_drops_only_unused_buffers(pool_everything):
     layer(2 * x)                               # its buffers are free once it returns
     dropped = lstm_np.release_memory()
     assert dropped > 0
-    assert all(buf is y_kept.base for buffers in _workspace._pool.values() for buf in buffers)
+    assert all(buf is y_kept.base for entries in _workspace._pool.values()
+               for buf, _ in entries)
     assert np.array_equal(y_kept, expected)
     assert lstm_np.release_memory() == 0       # nothing more to give back
 
@@ -173,7 +174,12 @@ def test_pooled_arrays_start_a_cache_line(dtype):
         for a in arrays:
             assert a.shape == shape and a.flags.c_contiguous
             assert a.ctypes.data % _workspace.LINE == 0
+            assert any(a.base is buf for entries in _workspace._pool.values()
+                       for buf, _ in entries)
         del arrays
+    # each buffer's address is kept beside it, and is its address
+    assert all(address == buf.ctypes.data for entries in _workspace._pool.values()
+               for buf, address in entries)
     raw = np.empty(2 ** 17 + 8192, np.uint8)
     source = raw[16:16 + 2 ** 17].view(dtype)
     assert (_workspace.copy(source).ctypes.data - source.ctypes.data) % 4096 == 0
