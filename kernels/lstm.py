@@ -164,8 +164,8 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 
 @jit
-def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates,
-                 h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, reverse,
+                 gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
@@ -175,9 +175,9 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     ``xw (T, B, 4H)`` = ``x W_ih^T`` made beforehand by one big product where
     :func:`~._blas.projects_input_first` says so (on the BLAS, at ``I > P`` or ``I + P > 384``;
     the ``W_ih^T`` rows unread), else ``(T, B, 0)``: each step makes its whole pre-activation
-    (:func:`~._blas.step_product`: ``x W_ih^T`` never goes through memory); ``bias (4H,)`` =
-    ``b_ih + b_hh``; ``w_hr_t (H, P)`` = ``W_hr^T`` (ignored unless ``has_proj``);
-    ``lengths (B,)`` int64;
+    (:func:`~._blas.step_product`: ``x W_ih^T`` never goes through memory); ``b_ih, b_hh
+    (4H,)``, summed here once (the caller's one NumPy call fewer); ``w_hr_t (H, P)`` =
+    ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
     ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
@@ -197,7 +197,7 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, revers
     arithmetic is the same, so the outputs are bitwise those of the full arrays.
     """
     P = w_hh.shape[1]
-    _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates, h_seq,
+    _lstm_forward_steps(x, w_t, xw, b_ih + b_hh, w_hr_t, has_proj, lengths, reverse, gates, h_seq,
                         c_seq, tanh_c, a, m, xh, blas, b0, b1,
                         prepare_step(w_ih, w_hh, w_t, blas),
                         prepare(w_hr_t, 0, m.shape[1], 0, P, blas or not has_proj))
@@ -232,15 +232,15 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ga
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, gates,
-                      h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, reverse,
+                      gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
     False). Same arguments (``blas`` and ``xh`` ignored), same results up to summation order;
     the gate math is the same ``@njit`` :func:`lstm_cell`."""
     xw, x, gates, h_seq, c_seq, tanh_c = (v[:, b0:b1]
                                           for v in (xw, x, gates, h_seq, c_seq, tanh_c))
-    lengths = lengths[b0:b1]
+    lengths, bias = lengths[b0:b1], b_ih + b_hh
     T = x.shape[0]
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do

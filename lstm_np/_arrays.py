@@ -45,10 +45,11 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     "any size". Ints, bools, complex and object arrays are refused, and so is a float array of the
     other precision: mixing precisions silently is how float64 references get float32 answers.
     """
-    arr = to_numpy(value, what)
-    if arr.dtype.kind != "f" or arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype {arr.dtype}")
-    if arr.dtype != dtype:
+    arr = value if type(value) is np.ndarray else to_numpy(value, what)
+    if arr.dtype != dtype or arr.dtype not in FLOAT_DTYPES:
+        if arr.dtype.kind != "f" or arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype "
+                            f"{arr.dtype}")
         raise TypeError(
             f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {arr.dtype}; "
             f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with "

@@ -20,6 +20,8 @@ What is common to the cells (layers x directions, dropout, lengths, batch_first,
 tape) lives in :class:`Recurrent`; a cell adds its gate count and two methods that run one
 direction of one layer through its kernels.
 """
+import functools
+
 import numpy as np
 
 from . import _arrays, _threads, _workspace
@@ -53,6 +55,14 @@ def _input_projection(x, weight):
     product = _ROWS_PRODUCT if K <= _tiles.DEPTH else None
     rows = _threads.matmul(x.reshape(T * B, K), weight.T, out, product)
     return rows.reshape(T, B, weight.shape[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _projects_input_first(I, P, blas):
+    """:func:`lstm_np.kernels._blas.projects_input_first`, worked out once per ``(I, P,
+    blas)``: a compiled function called from Python costs about 0.5 us, and several after
+    another library's call has taken the caches."""
+    return bool(_blas.projects_input_first(I, P, blas))
 
 
 def _transposed(*weights):
@@ -226,7 +236,8 @@ class Recurrent:
 
     def _summed_bias(self, w):
         """``b_ih + b_hh`` (zeros without bias): the one bias of cells that add both outside
-        every nonlinearity (LSTM, RNN)."""
+        every nonlinearity (LSTM, RNN), for their streams (the time loops take both biases and
+        sum them in the kernel, one NumPy call fewer a call)."""
         b_ih, b_hh = self._biases(w)
         return b_ih + b_hh
 
@@ -486,7 +497,7 @@ class Recurrent:
         ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
         (:func:`lstm_np.kernels._blas.step_product`)."""
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        if _blas.projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
+        if _projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
             return _input_projection(x, w_ih)
         return np.empty(x.shape[:2] + (0,), x.dtype)
 
@@ -630,7 +641,7 @@ class LSTM(Recurrent):
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
         w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + P, 4H) or (0, 4H)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
-                        (x, w_ih, w_hh, w_t, xw, self._summed_bias(w), w_hr_t, has_proj,
+                        (x, w_ih, w_hh, w_t, xw, *self._biases(w), w_hr_t, has_proj,
                          lengths, reverse, gates, h_seq, c_seq, tanh_c),
                         # the (rows, 4H) scratch ``a`` only where x W_ih^T was made first
                         (4 * H if xw.shape[2] else 0, H, w_ih.shape[1] + w_hh.shape[1]), plan)
@@ -799,7 +810,7 @@ class RNN(Recurrent):
         w_ih, w_hh = w["weight_ih"], w["weight_hh"]
         w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + H, H) or (0, H)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
-                        (x, w_ih, w_hh, w_t, xw, self._summed_bias(w),
+                        (x, w_ih, w_hh, w_t, xw, *self._biases(w),
                          self.nonlinearity == "relu", lengths, reverse, h_seq),
                         (H, w_ih.shape[1] + H), plan)
         out, h_n = _outputs(h_seq, reverse)
