@@ -123,6 +123,21 @@ def step_indices(s, T, reverse):
     return s, s, s + 1
 
 
+@jit
+def zero_initial(seq, T, reverse, b0, b1):
+    """Zero the rows ``b0 .. b1 - 1`` of the initial state in the state sequence ``seq``, at
+    index ``T`` if ``reverse`` else 0, taken modulo ``seq``'s length (a ``(T + 1, B, .)``
+    sequence, or an inference's ``(2, B, H)`` ping-pong of ``c``). The time loops do it for a
+    call that gives no initial state: from NumPy (``seq[0] = 0.0``) it cost 5-10 us a call
+    after another library's call had taken the caches."""
+    seq[(T if reverse else 0) % seq.shape[0], b0:b1] = 0.0
+
+
+def zero_initial_numpy(seq, T, reverse):
+    """:func:`zero_initial` for a whole batch, in NumPy (the time loops stepped in Python)."""
+    seq[(T if reverse else 0) % seq.shape[0]] = 0.0
+
+
 @jit_borrowing
 def copy_into(dst, src):
     """``dst[:] = src`` for 1-D arrays of one length, as a plain loop (Numba's slice assignment

@@ -39,7 +39,7 @@ import numpy as np
 from ._activations import sigmoid, tanh
 from ._blas import prepare, prepare_from_weights, product
 from ._blocks import (add_into, all_finite, copy_into, matmul_into, step_indices,
-                      stream_layout, take_block)
+                      stream_layout, take_block, zero_initial, zero_initial_numpy)
 from ._jit import jit, jit_borrowing, wide_vectors
 
 
@@ -119,8 +119,8 @@ def gate_blocks(v, H):
 
 
 @jit
-def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
-                hw, blas, b0, b1):
+def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zero_init, gates,
+                h_seq, hn, hw, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of the
     batch (blocks of rows may run in parallel threads).
 
@@ -128,7 +128,8 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     tiles as it is); ``w_hh_t (H, 3H)`` = ``W_hh^T`` (what the BLAS reads; unread on the
     tiles, where it may be ``(0, 3H)``);
     ``b_hh (3H,)`` (biases are zeros without bias);
-    ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``).
+    ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``), or is zeroed
+    here first if ``zero_init``.
     Out: ``gates (T, B, 3H)``, ``h_seq (T + 1, B, H)``, ``hn (T, B, H)``; or, to keep no record
     of the steps (inference), ``gates (1, B, 3H)`` and ``hn (1, B, H)``, one step's scratch that
     every step reuses (step ``t`` uses row ``t`` modulo their length; the arithmetic is the
@@ -138,6 +139,8 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gat
     is read. ``blas``: each step's products by the BLAS (:func:`product`).
     """
     H = xw.shape[2] // 3
+    if zero_init:
+        zero_initial(h_seq, xw.shape[0], reverse, b0, b1)
     _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
                        hw, blas, b0, b1,
                        prepare_from_weights(w_hh, w_hh[:, :0], 0,
@@ -169,14 +172,16 @@ def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, ga
         gru_candidate(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
-def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq,
-                     hn, hw, blas, b0, b1):
+def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zero_init,
+                     gates, h_seq, hn, hw, blas, b0, b1):
     """:func:`gru_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
     loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored), same results up to
     summation order."""
     xw, gates, h_seq, hn = (v[:, b0:b1] for v in (xw, gates, h_seq, hn))
     lengths = lengths[b0:b1]
     T, B, G = xw.shape
+    if zero_init:
+        zero_initial_numpy(h_seq, T, reverse)
     H = G // 3
     w_rec = w_hh_t if reset_after else w_hh_t[:, :2 * H]
     w_n = w_hh_t[:, 2 * H:]

@@ -40,8 +40,9 @@ import numpy as np
 
 from ._activations import sigmoid, tanh
 from ._blas import prepare, prepare_step, product, step_product, step_product_numpy
-from ._blocks import (add_into, all_finite, carry_past_end, copy_into,
-                      matmul_add, matmul_into, step_indices, stream_layout, take_block)
+from ._blocks import (add_into, all_finite, carry_past_end, copy_into, matmul_add,
+                      matmul_into, step_indices, stream_layout, take_block, zero_initial,
+                      zero_initial_numpy)
 from ._jit import jit, jit_borrowing, wide_vectors
 
 
@@ -165,7 +166,7 @@ def lstm_cell_backward(dm, dc, gates, c_prev, tanh_c, t, lengths, da, dc_t):
 
 @jit
 def lstm_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, reverse,
-                 gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+                 zero_init, gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of
     the batch (rows never meet, so blocks of rows may run in parallel threads).
 
@@ -178,7 +179,8 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, 
     (:func:`~._blas.step_product`: ``x W_ih^T`` never goes through memory); ``b_ih, b_hh
     (4H,)``, summed here once (the caller's one NumPy call fewer); ``w_hr_t (H, P)`` =
     ``W_hr^T`` (ignored unless ``has_proj``); ``lengths (B,)`` int64;
-    ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``.
+    ``h_seq[init]`` and ``c_seq[init]`` hold the initial state, ``init = T if reverse else 0``,
+    unless ``zero_init``: then the loop zeroes them first (its block's rows).
     Out: ``gates (T, B, 4H)``, ``h_seq (T + 1, B, P)``, ``c_seq (T + 1, B, H)``,
     ``tanh_c (T, B, H)``. ``gates`` may be ``xw`` itself (step ``t`` reads ``xw[t]`` before it
     writes ``gates[t]``), which saves a ``(T, B, 4H)`` buffer. :func:`lstm_cell` activates the
@@ -197,6 +199,9 @@ def lstm_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, 
     arithmetic is the same, so the outputs are bitwise those of the full arrays.
     """
     P = w_hh.shape[1]
+    if zero_init:
+        zero_initial(h_seq, x.shape[0], reverse, b0, b1)
+        zero_initial(c_seq, x.shape[0], reverse, b0, b1)
     _lstm_forward_steps(x, w_t, xw, b_ih + b_hh, w_hr_t, has_proj, lengths, reverse, gates, h_seq,
                         c_seq, tanh_c, a, m, xh, blas, b0, b1,
                         prepare_step(w_ih, w_hh, w_t, blas),
@@ -233,7 +238,7 @@ def _lstm_forward_steps(x, w_t, xw, bias, w_hr_t, has_proj, lengths, reverse, ga
 
 
 def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, lengths, reverse,
-                      gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
+                      zero_init, gates, h_seq, c_seq, tanh_c, a, m, xh, blas, b0, b1):
     """:func:`lstm_forward` stepped in Python, with the per-step products in NumPy's BLAS: the
     fallback where the compiled loop cannot call NumPy's BLAS itself (``_blas.FOUND`` is
     False). Same arguments (``blas`` and ``xh`` ignored), same results up to summation order;
@@ -242,6 +247,9 @@ def lstm_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, w_hr_t, has_proj, leng
                                           for v in (xw, x, gates, h_seq, c_seq, tanh_c))
     lengths, bias = lengths[b0:b1], b_ih + b_hh
     T = x.shape[0]
+    if zero_init:
+        zero_initial_numpy(h_seq, T, reverse)
+        zero_initial_numpy(c_seq, T, reverse)
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):

@@ -24,7 +24,7 @@ import numpy as np
 from ._activations import tanh
 from ._blas import prepare, prepare_step, product, step_product, step_product_numpy
 from ._blocks import (add_into, all_finite, carry_past_end, matmul_into, step_indices,
-                      stream_layout, take_block)
+                      stream_layout, take_block, zero_initial, zero_initial_numpy)
 from ._jit import jit, jit_borrowing, wide_vectors
 
 
@@ -56,17 +56,20 @@ def rnn_cell(a, xw, bias, summed, relu, t, lengths, h):
 
 
 @jit
-def rnn_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse, h_seq, a, xh,
-                blas, b0, b1):
+def rnn_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse, zero_init, h_seq, a,
+                xh, blas, b0, b1):
     """One direction of one layer over ``T`` steps, for the rows ``b0 .. b1 - 1`` of the batch.
     In: ``x (T, B, I)``, ``w_ih (H, I)``, ``w_hh (H, H)`` (packed for the tiles as they are),
     ``w_t (I + H, H)`` = ``[W_ih^T; W_hh^T]`` (what the BLAS reads; unread on the tiles, where
     it may be ``(0, H)``), ``xw (T, B, H)`` = ``x W_ih^T`` made beforehand where
     :func:`~._blas.projects_input_first` says so, else ``(T, B, 0)``: each step makes its whole
     pre-activation (:func:`~._blas.step_product`, as the LSTM's steps do), ``b_ih, b_hh (H,)``
-    (summed here once), ``h_seq[init]`` (``init = T if reverse else 0``). Out: ``h_seq (T + 1, B,
+    (summed here once), ``h_seq[init]`` (``init = T if reverse else 0``; zeroed here first if
+    ``zero_init``). Out: ``h_seq (T + 1, B,
     H)``. Scratch ``a (b1 - b0, H)``, ``xh (b1 - b0, I + H)``. ``blas``: each step's products
     by the BLAS, else by register tiles (:func:`~._blas.product`)."""
+    if zero_init:
+        zero_initial(h_seq, x.shape[0], reverse, b0, b1)
     _rnn_forward_steps(x, w_t, xw, b_ih + b_hh, relu, lengths, reverse, h_seq, a, xh, blas, b0,
                        b1, prepare_step(w_ih, w_hh, w_t, blas))
 
@@ -88,13 +91,15 @@ def _rnn_forward_steps(x, w_t, xw, bias, relu, lengths, reverse, h_seq, a, xh, b
         carry_past_end(t, lens, h_prev, h_next)
 
 
-def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse, h_seq, a, xh,
-                     blas, b0, b1):
+def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse, zero_init,
+                     h_seq, a, xh, blas, b0, b1):
     """:func:`rnn_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
     loop cannot call NumPy's BLAS itself. Same arguments (``blas``, ``xh``, ``w_ih`` and
     ``w_hh`` ignored), same results up to summation order."""
     x, xw, h_seq, lengths = x[:, b0:b1], xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
     bias = b_ih + b_hh
+    if zero_init:
+        zero_initial_numpy(h_seq, x.shape[0], reverse)
     T = x.shape[0]
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do

@@ -338,7 +338,7 @@ class Recurrent:
     def _run(self, x, state, lengths, rng):
         x, unbatched = self._check_input(x)
         T, B, _ = x.shape                                   # (T, B, I)
-        # None: every state starts at zero, written by _state_sequence (no zeros made first)
+        # None: every state starts at zero, which the time loops write (no zeros made first)
         state0 = None if state is None else self._check_state(state, B, unbatched)
         all_run = lengths is None                           # every sequence runs all T steps
         lengths = _arrays.lengths_array(lengths, B, T)
@@ -543,10 +543,12 @@ def _past_end(lengths, T):
 
 
 def _state_sequence(T, B, n, dtype, init, reverse):
-    """``(T + 1, B, n)`` state sequence with the initial state ``init`` (``(B, n)``, or
-    ``None``: zeros) in place (index 0, or T if ``reverse``)."""
+    """``(T + 1, B, n)`` state sequence with the initial state ``init`` (``(B, n)``) in place
+    (index 0, or T if ``reverse``); for ``init = None`` (zeros) the time loop zeroes it (its
+    ``zero_init``)."""
     seq = _workspace.empty((T + 1, B, n), dtype)
-    seq[T if reverse else 0] = 0.0 if init is None else init
+    if init is not None:
+        seq[T if reverse else 0] = init
     return seq
 
 
@@ -609,7 +611,8 @@ class LSTM(Recurrent):
         # step t reads xw[t] before writing gates[t]: one buffer, not two
         gates = xw if xw.shape[2] else _workspace.empty((T, B, 4 * H), dt)
         tanh_c = _workspace.empty((T, B, H), dt)
-        self._forward_loop(w, x, xw, lengths, reverse, gates, h_seq, c_seq, tanh_c, plan)
+        self._forward_loop(w, x, xw, lengths, reverse, state0[0] is None, gates, h_seq, c_seq,
+                           tanh_c, plan)
         out, h_n = _outputs(h_seq, reverse)
         _, c_n = _outputs(c_seq, reverse)
         kept = {"gates": gates, "h_seq": h_seq, "c_seq": c_seq, "tanh_c": tanh_c}
@@ -623,17 +626,20 @@ class LSTM(Recurrent):
         # c ping-pong: the steps index c modulo 2 (the gates and tanh(c) modulo 1)
         cc = _workspace.empty((2, B, H), dt)
         init = T if reverse else 0
-        cc[init % 2] = 0.0 if state0[1] is None else state0[1]
+        if state0[1] is not None:
+            cc[init % 2] = state0[1]
         plan = self._plan(B)
         self._forward_loop(w, x, self._input_part(w, x, plan), lengths, reverse,
-                           _workspace.empty((1, B, 4 * H), dt), h_seq, cc,
+                           state0[0] is None, _workspace.empty((1, B, 4 * H), dt), h_seq, cc,
                            _workspace.empty((1, B, H), dt), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n, cc[(T - init) % 2])
 
-    def _forward_loop(self, w, x, xw, lengths, reverse, gates, h_seq, c_seq, tanh_c, plan):
+    def _forward_loop(self, w, x, xw, lengths, reverse, zero_init, gates, h_seq, c_seq, tanh_c,
+                      plan):
         """:func:`~lstm_np.kernels.lstm.lstm_forward` (full records or one step's scratch, as
-        there) over the batch, in blocks of rows with their own scratch, as ``plan`` says."""
+        there) over the batch, in blocks of rows with their own scratch, as ``plan`` says; with
+        ``zero_init`` the loop zeroes the initial state first."""
         B = h_seq.shape[1]
         H, dt = self.hidden_size, self.dtype
         has_proj = self.proj_size > 0
@@ -642,7 +648,7 @@ class LSTM(Recurrent):
         w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + P, 4H) or (0, 4H)
         self._time_loop(B, lstm_kernels.lstm_forward, lstm_kernels.lstm_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, *self._biases(w), w_hr_t, has_proj,
-                         lengths, reverse, gates, h_seq, c_seq, tanh_c),
+                         lengths, reverse, zero_init, gates, h_seq, c_seq, tanh_c),
                         # the (rows, 4H) scratch ``a`` only where x W_ih^T was made first
                         (4 * H if xw.shape[2] else 0, H, w_ih.shape[1] + w_hh.shape[1]), plan)
 
@@ -737,7 +743,8 @@ class GRU(Recurrent):
         plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
                         (xw, b_ih, w["weight_hh"], _transposed_for(plan, w["weight_hh"]), b_hh,
-                         self.reset_after, lengths, reverse, gates, h_seq, hn), (3 * H,), plan)
+                         self.reset_after, lengths, reverse, state0[0] is None, gates, h_seq,
+                         hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), ({"gates": gates, "h_seq": h_seq, "hn": hn} if keep else None)
 
@@ -811,7 +818,7 @@ class RNN(Recurrent):
         w_t = _transposed_for(plan, w_ih, w_hh)                          # (I + H, H) or (0, H)
         self._time_loop(B, rnn_kernels.rnn_forward, rnn_kernels.rnn_forward_blas,
                         (x, w_ih, w_hh, w_t, xw, *self._biases(w),
-                         self.nonlinearity == "relu", lengths, reverse, h_seq),
+                         self.nonlinearity == "relu", lengths, reverse, state0[0] is None, h_seq),
                         (H, w_ih.shape[1] + H), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), {"h_seq": h_seq}

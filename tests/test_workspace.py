@@ -208,3 +208,34 @@ def test_the_time_loops_arrays_start_a_cache_line(pool_everything, cell):
 def test_a_streams_buffer_starts_a_cache_line(cell):
     stream = make_layer(cell, 5, 8, dtype=np.float32).stream(batch_size=2)
     assert stream._buffer.ctypes.data % _workspace.LINE == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_call_without_a_state_starts_from_zeros_in_reused_memory(pool_everything, monkeypatch,
+                                                                   cell, threads):
+    """A call given no state starts from zeros, which its time loops write (``zero_init``)
+    into the pooled state sequences: those held the last call's states, and nothing of them
+    may leak in (inference and training, both directions, blocks of rows in threads)."""
+    import os
+    from lstm_np import _threads
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_threads, "MIN_STEP_BYTES_PER_BLOCK", 0)   # small layers in blocks too
+    rng = np.random.default_rng(3)
+    layer = make_layer(cell, 3, 5, bidirectional=True)
+    x = rng.standard_normal((7, 8, 3))
+    sizes = layer.state_sizes()
+    zeros = tuple(np.zeros((2, 8, n)) for n in sizes)
+    busy = tuple(rng.standard_normal((2, 8, n)) + 3.0 for n in sizes)
+    zeros, busy = (zeros, busy) if len(sizes) > 1 else (zeros[0], busy[0])
+    lstm_np.set_num_threads(threads)
+    try:
+        expected = layer(x, zeros)[0].copy()
+        expected_training = layer.forward(x, zeros)[0].copy()
+        for _ in range(2):
+            layer(x, busy)                    # the pooled buffers' initial rows: not zeros
+            assert np.array_equal(layer(x)[0], expected)
+            layer.forward(x, busy)
+            assert np.array_equal(layer.forward(x)[0], expected_training)
+    finally:
+        lstm_np.set_num_threads(1)
