@@ -8,6 +8,7 @@ import numpy as np
 from .kernels._blocks import all_finite as _all_finite_1d, all_finite_numpy
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
 
 def to_numpy(value, what):
@@ -46,7 +47,9 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     other precision: mixing precisions silently is how float64 references get float32 answers.
     """
     arr = value if type(value) is np.ndarray else to_numpy(value, what)
-    if arr.dtype != dtype or arr.dtype not in FLOAT_DTYPES:
+    dt = arr.dtype      # NumPy's float dtypes are single objects: the common case by identity
+    if not (dt is dtype and (dt is _FLOAT32 or dt is _FLOAT64)) and (
+            dt != dtype or dt not in FLOAT_DTYPES):
         if arr.dtype.kind != "f" or arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype "
                             f"{arr.dtype}")

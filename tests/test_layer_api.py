@@ -259,3 +259,23 @@ def test_unbatched_shapes():
     layer = lstm_np.GRU(3, 5, num_layers=2, bidirectional=True, dtype=np.float64)
     y, h = layer(np.zeros((6, 3)))
     assert y.shape == (6, 10) and h.shape == (4, 5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_inference_lengths_kept_between_calls_are_never_a_tapes(cell):
+    """Inference keeps its last all-``T`` lengths array for the next call of the same ``(B,
+    T)``; calls of other shapes, with lengths, and training (whose tape holds its own) give the
+    results a fresh layer gives, whatever was done to a tape's lengths."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 3, 4)
+    fresh = make_layer(cell, 3, 4)
+    shapes = [(6, 2), (6, 2), (4, 3), (6, 2), (6, 3), (4, 3)]
+    xs = [rng.standard_normal((T, B, 3)) for T, B in shapes]
+    for x in xs:
+        _, _, tape = layer.forward(x)
+        tape.lengths[:] = 1                        # the caller's tape is the caller's
+        assert np.array_equal(layer(x)[0], fresh(x)[0])
+        short = np.full(x.shape[1], x.shape[0] - 1)
+        assert np.array_equal(layer(x, lengths=short)[0], fresh(x, lengths=short)[0])
+        assert np.array_equal(layer(x)[0], fresh(x)[0])
+        assert layer.forward(x)[2].lengths is not layer.forward(x)[2].lengths
