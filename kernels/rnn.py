@@ -65,9 +65,9 @@ def rnn_forward(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse, zero
     :func:`~._blas.projects_input_first` says so, else ``(T, B, 0)``: each step makes its whole
     pre-activation (:func:`~._blas.step_product`, as the LSTM's steps do), ``b_ih, b_hh (H,)``
     (summed here once), ``h_seq[init]`` (``init = T if reverse else 0``; zeroed here first if
-    ``zero_init``). Out: ``h_seq (T + 1, B,
-    H)``. Scratch ``a (b1 - b0, H)``, ``xh (b1 - b0, I + H)``. ``blas``: each step's products
-    by the BLAS, else by register tiles (:func:`~._blas.product`)."""
+    ``zero_init``). Out: ``h_seq (T + 1, B, H)``. Scratch ``a (b1 - b0, H)``, ``xh (b1 - b0,
+    I + H)``. ``blas``: each step's products by the BLAS, else by register tiles
+    (:func:`~._blas.product`)."""
     if zero_init:
         zero_initial(h_seq, x.shape[0], reverse, b0, b1)
     _rnn_forward_steps(x, w_t, xw, b_ih + b_hh, relu, lengths, reverse, h_seq, a, xh, blas, b0,
@@ -97,10 +97,9 @@ def rnn_forward_blas(x, w_ih, w_hh, w_t, xw, b_ih, b_hh, relu, lengths, reverse,
     loop cannot call NumPy's BLAS itself. Same arguments (``blas``, ``xh``, ``w_ih`` and
     ``w_hh`` ignored), same results up to summation order."""
     x, xw, h_seq, lengths = x[:, b0:b1], xw[:, b0:b1], h_seq[:, b0:b1], lengths[b0:b1]
-    bias = b_ih + b_hh
+    bias, T = b_ih + b_hh, x.shape[0]
     if zero_init:
-        zero_initial_numpy(h_seq, x.shape[0], reverse)
-    T = x.shape[0]
+        zero_initial_numpy(h_seq, T, reverse)
     summed = xw.shape[2] == 0                 # the layer made no x W_ih^T: the step makes it
     partial = bool((lengths < T).any())       # else carry_past_end has nothing to do
     for s in range(T):

@@ -50,13 +50,12 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     dt = arr.dtype      # NumPy's float dtypes are single objects: the common case by identity
     if not (dt is dtype and (dt is _FLOAT32 or dt is _FLOAT64)) and (
             dt != dtype or dt not in FLOAT_DTYPES):
-        if arr.dtype.kind != "f" or arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype "
-                            f"{arr.dtype}")
+        if dt.kind != "f" or dt not in FLOAT_DTYPES:
+            raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype {dt}")
         raise TypeError(
-            f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {arr.dtype}; "
+            f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {dt}; "
             f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with "
-            f"dtype=np.{arr.dtype}")
+            f"dtype=np.{dt}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:

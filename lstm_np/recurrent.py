@@ -238,7 +238,7 @@ class Recurrent:
     def _summed_bias(self, w):
         """``b_ih + b_hh`` (zeros without bias): the one bias of cells that add both outside
         every nonlinearity (LSTM, RNN), for their streams (the time loops take both biases and
-        sum them in the kernel, one NumPy call fewer a call)."""
+        sum them themselves: a NumPy call fewer per layer call)."""
         b_ih, b_hh = self._biases(w)
         return b_ih + b_hh
 
