@@ -75,11 +75,11 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
 
 def kernel_operand(arr):
     """``arr`` as the one kind of array the kernels are compiled for: C-contiguous, writeable and
-    aligned; a copy only where it is not. A read-only or unaligned array (a memory map, a frozen
-    buffer) is another type to Numba, and the first call with one would compile every kernel it
-    reaches once more (seconds), and keep that version in the cache too."""
-    flags = arr.flags
-    if flags.c_contiguous and flags.writeable and flags.aligned:
+    aligned (NumPy's ``carray`` flag); a copy only where it is not. A read-only or unaligned
+    array (a memory map, a frozen buffer) is another type to Numba, and the first call with one
+    would compile every kernel it reaches once more (seconds), and keep that version in the
+    cache too."""
+    if arr.flags.carray:
         return arr
     return np.array(arr, order="C")
 
@@ -88,9 +88,11 @@ def all_finite(arr):
     """True when no entry of the array ``arr`` is NaN or +-Inf. A contiguous, writeable float32
     or float64 array is checked by one compiled vectorised pass (3-4x faster than
     ``np.isfinite(arr).all()`` at the sizes of a call's input, see
-    :func:`lstm_np.kernels._blocks.all_finite`); anything else by NumPy."""
-    flags = arr.flags
-    if arr.dtype in FLOAT_DTYPES and flags.c_contiguous and flags.writeable and flags.aligned:
+    :func:`lstm_np.kernels._blocks.all_finite`); anything else by NumPy. (The dtype by
+    identity and the three flags as NumPy's one ``carray``: every call's input comes through
+    here, after another library's call with its caches cold.)"""
+    dt = arr.dtype
+    if (dt is _FLOAT32 or dt is _FLOAT64) and arr.flags.carray:
         return _all_finite_1d(arr.reshape(-1))
     return all_finite_numpy(arr)
 
