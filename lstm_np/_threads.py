@@ -63,7 +63,11 @@ def set_num_threads(n):
     large products around them in blocks of rows of their result.
 
     ``n``: an int from 1 to ``os.cpu_count()``. With ``n > 1`` NumPy's BLAS runs one thread per
-    caller until ``set_num_threads(1)`` (see the module docstring). The results are those of one
+    caller until ``set_num_threads(1)`` (see the module docstring); set NumPy's own threads
+    (threadpoolctl, ``OPENBLAS_NUM_THREADS``) before this call, not after: a BLAS raised again
+    leaves its idle workers spinning on the cores these threads need (measured: a float32 LSTM's
+    forward at ``(B, I, H) = (64, 64, 256)`` took 36.6 ms on two threads that way, 18.6 ms in
+    this order, 35.4 ms on one thread). The results are those of one
     thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
     sum differently for a different number of rows); float64 and the small-batch loops are
     bitwise the same. It may be called while other threads are inside lstm_np: a call already
