@@ -11,6 +11,13 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
 
+def _is_float_dtype(dt):
+    """Whether ``dt`` is NumPy's float32 or float64 dtype object itself (native byte order):
+    NumPy keeps one object for each, so identity answers without NumPy's dtype comparison,
+    which every call's input checks run, caches cold after another library's call."""
+    return dt is _FLOAT32 or dt is _FLOAT64
+
+
 def to_numpy(value, what):
     """``value`` as a numpy array without importing torch: accepts anything with ``__array__``
     or a ``.numpy()`` method (a torch tensor, detached first if it needs it)."""
@@ -47,15 +54,15 @@ def float_array(value, what, dtype, ndim=None, shape=None, finite=True):
     other precision: mixing precisions silently is how float64 references get float32 answers.
     """
     arr = value if type(value) is np.ndarray else to_numpy(value, what)
-    dt = arr.dtype      # NumPy's float dtypes are single objects: the common case by identity
-    if not (dt is dtype and (dt is _FLOAT32 or dt is _FLOAT64)) and (
-            dt != dtype or dt not in FLOAT_DTYPES):
+    dt = arr.dtype
+    if not (dt is dtype and _is_float_dtype(dt)):          # else the full checks
         if dt.kind != "f" or dt not in FLOAT_DTYPES:
             raise TypeError(f"{what}: expected a {np.dtype(dtype)} array, got dtype {dt}")
-        raise TypeError(
-            f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {dt}; "
-            f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with "
-            f"dtype=np.{dt}")
+        if dt != dtype:
+            raise TypeError(
+                f"{what}: expected dtype {np.dtype(dtype)} (the layer's dtype), got {dt}; "
+                f"convert with .astype(np.{np.dtype(dtype)}) or build the layer with "
+                f"dtype=np.{dt}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
@@ -88,11 +95,9 @@ def all_finite(arr):
     """True when no entry of the array ``arr`` is NaN or +-Inf. A contiguous, writeable float32
     or float64 array is checked by one compiled vectorised pass (3-4x faster than
     ``np.isfinite(arr).all()`` at the sizes of a call's input, see
-    :func:`lstm_np.kernels._blocks.all_finite`); anything else by NumPy. (The dtype by
-    identity and the three flags as NumPy's one ``carray``: every call's input comes through
-    here, after another library's call with its caches cold.)"""
-    dt = arr.dtype
-    if (dt is _FLOAT32 or dt is _FLOAT64) and arr.flags.carray:
+    :func:`lstm_np.kernels._blocks.all_finite`); anything else by NumPy. (The three flags as
+    NumPy's one ``carray``: every call's input comes through here.)"""
+    if _is_float_dtype(arr.dtype) and arr.flags.carray:
         return _all_finite_1d(arr.reshape(-1))
     return all_finite_numpy(arr)
 

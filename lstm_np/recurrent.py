@@ -343,12 +343,13 @@ class Recurrent:
         state0 = None if state is None else self._check_state(state, B, unbatched)
         all_run = lengths is None                           # every sequence runs all T steps
         training = rng is not None
-        if all_run and not training and self._all_run[:2] == (B, T):
-            lengths = self._all_run[2]      # inference only reads it: the last call's (B,) Ts
+        if all_run and not training:        # inference only reads it, and no tape keeps it:
+            kept = self._all_run            # the last such call's (B,) Ts, if (B, T) match
+            if kept[:2] != (B, T):          # (read once: another thread may replace it)
+                kept = self._all_run = (B, T, _arrays.lengths_array(None, B, T))
+            lengths = kept[2]
         else:
             lengths = _arrays.lengths_array(lengths, B, T)
-            if all_run and not training:    # (kept on no tape: nothing else ever holds it)
-                self._all_run = (B, T, lengths)
         past_end = None if all_run else _past_end(lengths, T)   # (T, B) or None
         D, P = self.num_directions, self.output_size
         inputs, steps, weights, masks = [], [], [], []
