@@ -23,7 +23,7 @@ from llvmlite import binding as _llvm
 from numba import carray, types
 from numba.extending import overload, register_jitable
 
-from ._blocks import matmul_into, side_by_side
+from ._blocks import add_rows_f64, matmul_into, side_by_side
 from ._jit import jit, jit_borrowing
 from ._tiles import panel_matmul, panel_width, prepare_panels, prepare_transposed, saves_a_pass
 
@@ -165,7 +165,7 @@ SUM_CHUNKS_PER_GROUP = 8
 
 
 @jit
-def sum_outer_f32(dz, v, out, total, g0, g1):
+def sum_outer_f32(dz, v, out, total, row_sums, g0, g1):
     """``out[g0:g1] = dz[:, g0:g1]^T v`` for float32 ``dz (N, G)``, ``v (N, K)``, ``out (G, K)``
     (C-contiguous), ``N = T * B`` large: a weight gradient, summed so that its float32 error
     does not grow with ``N``. ``total (G, K)`` float64 is scratch (rows ``g0:g1`` used).
@@ -184,7 +184,14 @@ def sum_outer_f32(dz, v, out, total, g0, g1):
     float64 2.1-2.6e-7 both ways on random data (one float32 GEMM over all rows 3.9-4.4e-7);
     over 72 weight and bias gradients (three cells, (32, 32, 128) and (64, 64, 256), three
     inputs) lstm_np was less accurate than torch in 5 both before and after. Rows ``g0:g1``
-    only, so threads can share ``out`` and ``total``."""
+    only, so threads can share ``out`` and ``total``.
+
+    ``row_sums (G,)`` float64, unless empty (a gradient without a bias): ``row_sums[g0:g1] +=``
+    the sum of ``dz[:, g0:g1]``'s rows (the bias gradient), every term added in float64 in row
+    order (:func:`~._blocks.add_rows_f64`, the same sum as over the whole ``dz`` at once), each
+    chunk right after its product, while the BLAS has just brought it into the cache: before,
+    a pass of its own over all of ``dz`` after the products (``T * B * G`` elements from
+    memory, on one thread)."""
     N = dz.shape[0]
     block = out[g0:g1]
     block_total = total[g0:g1]
@@ -195,6 +202,8 @@ def sum_outer_f32(dz, v, out, total, g0, g1):
         for c in range(s, e, SUM_CHUNK_ROWS):
             c1 = min(e, c + SUM_CHUNK_ROWS)
             gemm_tn(dz[c:c1, g0:g1], v[c:c1], block, 0.0 if c == s else 1.0)
+            if row_sums.shape[0]:
+                add_rows_f64(dz, c, c1, g0, g1, row_sums)
         block_total += block
     block[:, :] = block_total
 

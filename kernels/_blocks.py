@@ -175,13 +175,19 @@ def add_into(out, a, b):
 
 
 @jit_borrowing
-def add_rows_f64(x, total):
-    """``total += x.sum(axis=0)`` for ``x (N, G)``, every term added in float64 (``total
-    (G,)`` float64): one pass, no float32 drift over long sums, vectorised."""
-    for b in range(x.shape[0]):
-        row = x[b]
-        for j in range(total.shape[0]):
-            total[j] += row[j]
+def add_rows_f64(x, r0, r1, c0, c1, total):
+    """``total[c0:c1] += x[r0:r1, c0:c1].sum(axis=0)`` for a C-contiguous ``x (N, G)``, every
+    term added in float64 (``total (G,)`` float64), row after row: one pass, no float32 drift
+    over long sums, vectorised. The block's bounds come as numbers, not as a 2-D view: Numba
+    types a view of some columns as strided (layout ``A``), and a loop over it did not
+    vectorise, nor did one indexing the whole rows from ``c0`` (each index checked for
+    wrapping around): both added 1.0 ns an element here, against 0.3 (from memory) for this
+    loop over 1-D slices, which Numba keeps contiguous."""
+    part = total[c0:c1]
+    for b in range(r0, r1):
+        row = x[b, c0:c1]
+        for j in range(part.shape[0]):
+            part[j] += row[j]
 
 
 @jit_borrowing

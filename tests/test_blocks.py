@@ -292,8 +292,11 @@ def test_add_rows_f64_sums_in_float64(dtype):
     x = np.full((100_001, 3), 1.0 + 2.0 ** -20, dtype)
     x[0] = 2.0 ** 24
     total = np.zeros(3)
-    add_rows_f64(x, total)
+    add_rows_f64(x, 0, x.shape[0], 0, 3, total)
     assert np.array_equal(total, np.full(3, 2.0 ** 24 + 100_000 * (1.0 + 2.0 ** -20)))
+    part = np.full(3, 0.5)                    # a block of rows and columns, the rest left alone
+    add_rows_f64(x, 1, 11, 1, 2, part)
+    assert np.array_equal(part, [0.5, 0.5 + 10 * (1.0 + 2.0 ** -20), 0.5])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -349,18 +352,29 @@ def test_loop_gemm_fallback(trans_a):
                                SUM_CHUNK_ROWS * SUM_CHUNKS_PER_GROUP + 3, 3000])
 def test_sum_outer_f32_rows_block(N):
     """``out[g0:g1] = dz[:, g0:g1]^T v`` over every remainder of the chunks and groups of rows;
-    rows of ``out`` outside ``g0:g1`` are left alone (two threads share it)."""
+    rows of ``out`` outside ``g0:g1`` are left alone (two threads share it). The row sums (a
+    bias gradient), made chunk by chunk beside the products, are added onto ``row_sums[g0:g1]``
+    and are bitwise :func:`add_rows_f64` over the whole block at once (the same terms in the
+    same order); without them (an empty ``row_sums``) ``out`` is the same."""
     rng = np.random.default_rng(N)
     G, K, g0, g1 = 13, 5, 2, 11
     dz = rng.standard_normal((N, G)).astype(np.float32)
     v = rng.standard_normal((N, K)).astype(np.float32)
     out = np.full((G, K), np.nan, np.float32)
     total = np.full((G, K), np.nan)
-    sum_outer_f32(dz, v, out, total, g0, g1)
+    row_sums = np.full(G, 0.25)
+    sum_outer_f32(dz, v, out, total, row_sums, g0, g1)
     expected = dz[:, g0:g1].T.astype(np.float64) @ v
     scale = 1.0 + np.abs(dz[:, g0:g1].T).astype(np.float64) @ np.abs(v)
     assert np.all(np.abs(out[g0:g1] - expected) <= TOLERANCE[np.float32] * SUM_CHUNK_ROWS * scale)
     assert np.isnan(out[:g0]).all() and np.isnan(out[g1:]).all()
+    sums = np.full(g1 - g0, 0.25)
+    add_rows_f64(np.ascontiguousarray(dz[:, g0:g1]), 0, N, 0, g1 - g0, sums)
+    assert np.array_equal(row_sums[g0:g1], sums)
+    assert np.all(row_sums[:g0] == 0.25) and np.all(row_sums[g1:] == 0.25)
+    alone = np.full((G, K), np.nan, np.float32)
+    sum_outer_f32(dz, v, alone, total, np.zeros(0), g0, g1)
+    assert np.array_equal(alone, out, equal_nan=True)
 
 
 def test_sum_outer_f32_error_does_not_grow_with_rows():
@@ -373,7 +387,7 @@ def test_sum_outer_f32_error_does_not_grow_with_rows():
     v = rng.uniform(0.5, 1.5, (N, 2)).astype(np.float32)
     expected = dz.astype(np.float64).T @ v.astype(np.float64)
     out = np.empty((3, 2), np.float32)
-    sum_outer_f32(dz, v, out, np.empty((3, 2)), 0, 3)
+    sum_outer_f32(dz, v, out, np.empty((3, 2)), np.zeros(0), 0, 3)
     assert np.max(np.abs(out - expected)) / np.max(np.abs(expected)) <= 1e-7
 
 

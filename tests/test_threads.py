@@ -77,6 +77,41 @@ def test_blocks_give_the_results_of_one_thread(cell, options, dtype, kernel, mon
         assert np.abs(one[name] - three[name]).max() <= tol * scale, name
 
 
+BIAS_CASES = [("lstm", {}), ("gru", {}), ("gru", {"reset_after": False}), ("rnn", {})]
+
+
+@needs_numpy_openblas
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell,options", BIAS_CASES, ids=[f"{c}-{','.join(o) or 'default'}"
+                                                          for c, o in BIAS_CASES])
+def test_bias_gradients_in_the_blocks_of_the_weight_gradients(cell, options, dtype, monkeypatch):
+    """The bias gradients are summed in the blocks and threads of the weight gradients'
+    products (each block's rows of ``dz``, every term added in float64 in row order): with
+    those products in 3 blocks (a threshold lowered so that small ones split) they are bitwise
+    the sums of one block. The weight gradients agree to the BLAS's last bits (its kernel for
+    a block of one or two rows may order a sum differently)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    layer = make_layer(cell, 6, 11, dtype=dtype, seed=3, **options)
+    x = np.random.default_rng(0).standard_normal((9, 13, 6)).astype(dtype)
+    one = _run(layer, x, None)
+    monkeypatch.setattr(_threads, "MIN_PRODUCT_BYTES_PER_BLOCK", 1)
+    assert len(_threads.product_blocks(11, 1)) == 1
+    lstm_np.set_num_threads(3)
+    try:
+        assert len(_threads.product_blocks(11, 1)) == 3
+        three = _run(layer, x, None)
+    finally:
+        lstm_np.set_num_threads(1)
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    assert any(name.startswith("dbias") for name in one)
+    for name in one:
+        if name.startswith("dbias"):
+            assert np.array_equal(one[name], three[name]), name
+        else:
+            scale = np.abs(one[name]).max() + 1.0
+            assert np.abs(one[name] - three[name]).max() <= tol * scale, name
+
+
 @needs_numpy_openblas
 def test_blas_setting_is_taken_and_given_back():
     before = _blas._lib.scipy_openblas_get_num_threads64_()
