@@ -82,13 +82,19 @@ _GEMM = {t: types.ExternalFunction(f"{_PREFIX}{letter}gemm", _gemm_signature(t))
          for letter, t in (("s", types.float32), ("d", types.float64))}
 
 
+def get_threads():
+    """The number of threads NumPy's OpenBLAS runs (None where it was not found)."""
+    if not FOUND:                                               # pragma: no cover - other BLAS
+        return None
+    return _lib.scipy_openblas_get_num_threads64_()
+
+
 def set_threads(n):
     """Set NumPy's OpenBLAS to ``n`` threads and return the previous number (None, changing
     nothing, where it was not found)."""
-    if not FOUND:                                               # pragma: no cover - other BLAS
-        return None
-    previous = _lib.scipy_openblas_get_num_threads64_()
-    _lib.scipy_openblas_set_num_threads64_(ctypes.c_int(n))
+    previous = get_threads()
+    if previous is not None:
+        _lib.scipy_openblas_set_num_threads64_(ctypes.c_int(n))
     return previous
 
 

@@ -16,10 +16,15 @@ idle OpenBLAS worker spins for a while after every multi-threaded product, on th
 thread needs (a training step took 39 ms on one thread, 61 ms on two next to a 2-thread BLAS,
 34 ms on two with OpenBLAS's spinning cut short).
 
+If NumPy's BLAS is raised again afterwards (``threadpoolctl`` or the like, while lstm_np runs
+several threads), the first parallel call after it warns (:class:`RuntimeWarning`): two
+threads ran slower than one that way. ``set_num_threads(n)`` called again takes it back.
+
 The default is one thread: nothing is spawned, NumPy's BLAS setting is left alone.
 """
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -67,7 +72,9 @@ def set_num_threads(n):
     (threadpoolctl, ``OPENBLAS_NUM_THREADS``) before this call, not after: a BLAS raised again
     leaves its idle workers spinning on the cores these threads need (measured: a float32 LSTM's
     forward at ``(B, I, H) = (64, 64, 256)`` took 36.6 ms on two threads that way, 18.6 ms in
-    this order, 35.4 ms on one thread). The results are those of one
+    this order, 35.4 ms on one thread); a parallel call warns when it finds NumPy's BLAS
+    raised, and calling this again takes it back to one thread (the raised number is the one
+    given back at ``set_num_threads(1)``). The results are those of one
     thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
     sum differently for a different number of rows); float64 and the small-batch loops are
     bitwise the same. It may be called while other threads are inside lstm_np: a call already
@@ -83,16 +90,43 @@ def set_num_threads(n):
                            "BLAS, and NumPy's BLAS here is not the OpenBLAS of NumPy's wheels; "
                            "lstm_np runs on one thread (NumPy's BLAS still uses its threads)")
     with _lock:
+        if n > 1:                       # also when n is the number already set (see above)
+            if _num_threads == 1:
+                _blas_threads = None
+            _take_blas()
+        elif _num_threads > 1:
+            _blas.set_threads(_blas_threads)
         if n == _num_threads:
             return
         if _executor is not None:
             _executor.shutdown(wait=True)
-        if n > 1 and _num_threads == 1:
-            _blas_threads = _blas.set_threads(1)
-        elif n == 1 and _num_threads > 1:
-            _blas.set_threads(_blas_threads)
         _executor = ThreadPoolExecutor(n - 1, thread_name_prefix="lstm_np") if n > 1 else None
         _num_threads = n
+
+
+def _take_blas():
+    """NumPy's BLAS to one thread; the number it ran, unless that is 1 (lstm_np's own setting)
+    or none was kept yet, is the one :func:`set_num_threads` gives back."""
+    global _blas_threads
+    previous = _blas.set_threads(1)
+    if _blas_threads is None or previous != 1:
+        _blas_threads = previous
+
+
+def _warn_if_blas_raised():
+    """Warn when NumPy's BLAS runs more than one thread beside lstm_np's threads (it was raised
+    after :func:`set_num_threads`). Both read under the lock that :func:`set_num_threads` holds
+    while it changes them: a call whose blocks were cut just before another thread went back
+    to one thread (and gave NumPy its threads back) is not warned."""
+    with _lock:
+        blas = _blas.get_threads() if _num_threads > 1 else None
+    if blas is not None and blas > 1:
+        warnings.warn(
+            f"NumPy's BLAS runs {blas} threads beside lstm_np's {_num_threads}: its idle workers "
+            f"spin on the cores lstm_np's threads need (two threads ran slower than one so). Set "
+            f"NumPy's threads (threadpoolctl, OPENBLAS_NUM_THREADS) before "
+            f"lstm_np.set_num_threads, or call lstm_np.set_num_threads({_num_threads}) again "
+            f"after, which sets NumPy's BLAS back to one thread", RuntimeWarning, stacklevel=2)
 
 
 def row_blocks(rows, min_rows=MIN_ROWS_PER_BLOCK):
@@ -115,6 +149,7 @@ def in_blocks(run, blocks):
     if len(blocks) == 1:
         run(*blocks[0])
         return
+    _warn_if_blas_raised()
     executor = _executor
     futures, here = [], [blocks[0]]
     for block in blocks[1:]:

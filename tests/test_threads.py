@@ -126,6 +126,45 @@ def test_blas_setting_is_taken_and_given_back():
     assert _blas._lib.scipy_openblas_get_num_threads64_() == before
 
 
+
+@needs_numpy_openblas
+def test_a_blas_raised_after_set_num_threads_is_warned_of_and_taken_back(monkeypatch):
+    """NumPy's BLAS raised again after ``set_num_threads(2)`` (as ``threadpoolctl`` does): the
+    next parallel call warns and names the way out, and gives the same results; calling
+    ``set_num_threads(2)`` again takes the BLAS back to one thread (no warning after that), and
+    ``set_num_threads(1)`` gives back the number it was raised to. A call in one block (small
+    work) neither warns nor changes anything."""
+    import warnings
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    before = _blas.get_threads()
+    layer = make_layer("lstm", 6, 11, dtype=np.float64, seed=3)
+    x = np.random.default_rng(0).standard_normal((9, 13, 6))
+    alone, _ = layer(x)
+    lstm_np.set_num_threads(2)
+    try:
+        _blas.set_threads(3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            small, _ = layer(x)                                 # one block: too little work
+        assert _blas.get_threads() == 3 and np.array_equal(small, alone)
+        monkeypatch.setattr(_threads, "MIN_STEP_BYTES_PER_BLOCK", 0)   # now in two blocks
+        layer = make_layer("lstm", 6, 11, dtype=np.float64, seed=3)    # (the plan is kept)
+        with pytest.warns(RuntimeWarning, match=r"NumPy's BLAS runs 3 threads beside "
+                          r"lstm_np's 2.*call lstm_np.set_num_threads\(2\) again"):
+            warned, _ = layer(x)
+        assert np.array_equal(warned, alone)
+        lstm_np.set_num_threads(2)
+        assert _blas.get_threads() == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again, _ = layer(x)
+        assert np.array_equal(again, alone)
+    finally:
+        lstm_np.set_num_threads(1)
+        restored = _blas.get_threads()
+        _blas.set_threads(before)
+    assert restored == 3
+
 def test_threads_are_refused_where_the_loops_cannot_call_the_blas(monkeypatch):
     """Without NumPy's OpenBLAS the loops step in Python, and threads would only trade the GIL:
     ``set_num_threads(n > 1)`` says so and changes nothing; 1 is still accepted."""
