@@ -76,8 +76,9 @@ def set_num_threads(n):
     raised, and calling this again takes it back to one thread (the raised number is the one
     given back at ``set_num_threads(1)``). The results are those of one
     thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
-    sum differently for a different number of rows); float64 and the small-batch loops are
-    bitwise the same. It may be called while other threads are inside lstm_np: a call already
+    sum differently for a different number of rows; in float64 too where a weight gradient's
+    product is split into blocks of one or two rows, as a ``proj_size`` layer's ``weight_hr``
+    may be); float64 and the small-batch loops are otherwise bitwise the same. It may be called while other threads are inside lstm_np: a call already
     running finishes its blocks in its own thread where the old pool is gone.
     """
     global _num_threads, _executor, _blas_threads
