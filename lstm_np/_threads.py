@@ -74,12 +74,13 @@ def set_num_threads(n):
     forward at ``(B, I, H) = (64, 64, 256)`` took 36.6 ms on two threads that way, 18.6 ms in
     this order, 35.4 ms on one thread); a parallel call warns when it finds NumPy's BLAS
     raised, and calling this again takes it back to one thread (the raised number is the one
-    given back at ``set_num_threads(1)``). The results are those of one
-    thread up to the last bits of float32 products (the BLAS's float32 kernel may order a row's
-    sum differently for a different number of rows; in float64 too where a weight gradient's
-    product is split into blocks of one or two rows, as a ``proj_size`` layer's ``weight_hr``
-    may be); float64 and the small-batch loops are otherwise bitwise the same. It may be called while other threads are inside lstm_np: a call already
-    running finishes its blocks in its own thread where the old pool is gone.
+    given back at ``set_num_threads(1)``). The results are those of one thread up to the last
+    bits of float32 products (the BLAS's float32 kernel may order a row's sum differently for
+    a different number of rows; in float64 too where a weight gradient's product is split into
+    blocks of one or two rows, as a ``proj_size`` layer's ``weight_hr`` may be); float64 and
+    the small-batch loops are otherwise bitwise the same. It may be called while other threads
+    are inside lstm_np: a call already running finishes its blocks in its own thread where the
+    old pool is gone.
     """
     global _num_threads, _executor, _blas_threads
     cpus = os.cpu_count() or 1

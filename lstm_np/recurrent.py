@@ -88,8 +88,9 @@ def _transposed_for(plan, *weights):
     return np.empty((0, weights[0].shape[0]), weights[0].dtype)
 
 
-def _sum_outer(dz, v, bias=False):
-    """``sum_t dz_t^T v_t`` over all ``T * B`` rows: ``(G, K)``, in blocks of its rows
+def _sum_outer(dz, u, v=None, bias=False):
+    """``sum_t dz_t^T [u_t, v_t]`` over all ``T * B`` rows (``[u, v]``: ``u (T, B, K1)`` and,
+    if given, ``v (T, B, K2)`` side by side): ``(G, K1 + K2)``, in blocks of its rows
     (:func:`lstm_np._threads.product_blocks`), and ``db``: with ``bias``, ``(G,)`` the sum of
     ``dz`` over time and batch (a bias gradient), else None; every term added in float64 (a long
     float32 sum drifts; NumPy's float64 reduction of float32 data costs 5x more) in row order
@@ -98,8 +99,9 @@ def _sum_outer(dz, v, bias=False):
     its own over all of ``dz`` on one thread: a float32 LSTM's training step at ``(B, I, H) =
     (64, 64, 256)`` spent 2.0-2.4 ms of its 57 (two threads) or 100 ms (one) there.
 
-    float64: one GEMM per block. float32: :func:`lstm_np.kernels._blas.sum_outer_f32`, one
-    BLAS product per 128 rows, eight of them summed by the BLAS and each such group added in
+    float64: ``[u, v]`` made, then one GEMM per block. float32:
+    :func:`lstm_np.kernels._blas.sum_outer_f32`, one BLAS product per 128 rows (their ``[u,
+    v]`` put side by side there), eight of them summed by the BLAS and each such group added in
     float64, so that the long reduction (``T * B`` terms) does not drift: same flops, and the
     float32 weight gradients land at least as close to the float64 ones as torch's do
     (measured over three cells, two shapes and three seeds: with 512-row products summed in
@@ -108,32 +110,34 @@ def _sum_outer(dz, v, bias=False):
     G = dz.shape[-1]
     # the kernels take C-contiguous operands (one signature each): a copy only for views
     dz2 = np.ascontiguousarray(dz.reshape(-1, G))
-    v2 = v.reshape(-1, v.shape[-1])
-    out = np.empty((G, v2.shape[1]), dz.dtype)
+    u2 = np.ascontiguousarray(u.reshape(-1, u.shape[-1]))
+    v2 = u2[:, :0] if v is None else np.ascontiguousarray(v.reshape(-1, v.shape[-1]))
+    out = np.empty((G, u2.shape[1] + v2.shape[1]), dz.dtype)
     sums = np.zeros(G if bias else 0, np.float64)
     if dz.dtype == np.float64:
+        if v is not None:
+            u2 = np.concatenate([u2, v2], axis=1,
+                                out=_workspace.empty((u2.shape[0], out.shape[1]), dz.dtype))
+
         def run(g0, g1):
-            np.matmul(dz2[:, g0:g1].T, v2, out=out[g0:g1])
+            np.matmul(dz2[:, g0:g1].T, u2, out=out[g0:g1])
             if bias:
                 add_rows_f64(dz2, 0, dz2.shape[0], g0, g1, sums)
     else:
-        v2 = np.ascontiguousarray(v2)
         total = _workspace.empty(out.shape, np.float64)
 
         def run(g0, g1):
-            _blas.sum_outer_f32(dz2, v2, out, total, sums, g0, g1)
+            _blas.sum_outer_f32(dz2, u2, v2, out, total, sums, g0, g1)
 
-    _threads.in_blocks(run, _threads.product_blocks(G, dz2.shape[0] * v2.shape[1] * dz.itemsize))
+    _threads.in_blocks(run, _threads.product_blocks(G, dz2.shape[0] * out.shape[1] * dz.itemsize))
     return out, (sums.astype(dz.dtype) if bias else None)
 
 
 def _sum_outer_pair(dz, u, v, bias=False):
-    """``(sum_t dz_t^T u_t, sum_t dz_t^T v_t, db)`` as one :func:`_sum_outer` over ``[u, v]``
-    (``(T, B, I + P)``): one product with ``N = I + P`` runs faster than two, the first of them
-    thin, and the copy it needs is small next to it. ``db`` as :func:`_sum_outer` gives it."""
+    """``(sum_t dz_t^T u_t, sum_t dz_t^T v_t, db)``, from one :func:`_sum_outer` over ``[u,
+    v]``."""
     n_u = u.shape[2]
-    uv = _workspace.empty(u.shape[:2] + (n_u + v.shape[2],), u.dtype)
-    both, db = _sum_outer(dz, np.concatenate([u, v], axis=2, out=uv), bias)
+    both, db = _sum_outer(dz, u, v, bias)
     return np.ascontiguousarray(both[:, :n_u]), np.ascontiguousarray(both[:, n_u:]), db
 
 
@@ -770,13 +774,13 @@ class GRU(Recurrent):
                          dh_steps, dx), (H,))
         h_prev = _previous(kept["h_seq"], reverse)
         if self.reset_after:
-            dw_hh, db_hh = _sum_outer(dhw, h_prev, self.bias)
+            dw_hh, db_hh = _sum_outer(dhw, h_prev, bias=self.bias)
         else:   # the n block multiplies r * h_prev, kept as hn: the blocks one after the other
-            (rz, db_rz), (n, db_n) = (_sum_outer(dhw[:, :, :2 * H], h_prev, self.bias),
-                                      _sum_outer(dhw[:, :, 2 * H:], kept["hn"], self.bias))
+            (rz, db_rz), (n, db_n) = (_sum_outer(dhw[:, :, :2 * H], h_prev, bias=self.bias),
+                                      _sum_outer(dhw[:, :, 2 * H:], kept["hn"], bias=self.bias))
             dw_hh = np.concatenate([rz, n])
             db_hh = np.concatenate([db_rz, db_n]) if self.bias else None
-        dw_ih, db_ih = _sum_outer(dxw, x, self.bias)
+        dw_ih, db_ih = _sum_outer(dxw, x, bias=self.bias)
         dw = {"weight_ih": dw_ih, "weight_hh": dw_hh}
         if self.bias:
             dw["bias_ih"], dw["bias_hh"] = db_ih, db_hh

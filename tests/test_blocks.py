@@ -351,30 +351,33 @@ def test_loop_gemm_fallback(trans_a):
                                SUM_CHUNK_ROWS * SUM_CHUNKS_PER_GROUP,
                                SUM_CHUNK_ROWS * SUM_CHUNKS_PER_GROUP + 3, 3000])
 def test_sum_outer_f32_rows_block(N):
-    """``out[g0:g1] = dz[:, g0:g1]^T v`` over every remainder of the chunks and groups of rows;
-    rows of ``out`` outside ``g0:g1`` are left alone (two threads share it). The row sums (a
+    """``out[g0:g1] = dz[:, g0:g1]^T [u, v]`` over every remainder of the chunks and groups of
+    rows; rows of ``out`` outside ``g0:g1`` are left alone (two threads share it). ``u`` and
+    ``v`` side by side give the product over ``[u, v]`` made first, bitwise. The row sums (a
     bias gradient), made chunk by chunk beside the products, are added onto ``row_sums[g0:g1]``
     and are bitwise :func:`add_rows_f64` over the whole block at once (the same terms in the
     same order); without them (an empty ``row_sums``) ``out`` is the same."""
     rng = np.random.default_rng(N)
-    G, K, g0, g1 = 13, 5, 2, 11
+    G, K1, K2, g0, g1 = 13, 3, 2, 2, 11
     dz = rng.standard_normal((N, G)).astype(np.float32)
-    v = rng.standard_normal((N, K)).astype(np.float32)
-    out = np.full((G, K), np.nan, np.float32)
-    total = np.full((G, K), np.nan)
+    uv = rng.standard_normal((N, K1 + K2)).astype(np.float32)
+    u, v = np.ascontiguousarray(uv[:, :K1]), np.ascontiguousarray(uv[:, K1:])
+    out = np.full((G, K1 + K2), np.nan, np.float32)
+    total = np.full((G, K1 + K2), np.nan)
     row_sums = np.full(G, 0.25)
-    sum_outer_f32(dz, v, out, total, row_sums, g0, g1)
-    expected = dz[:, g0:g1].T.astype(np.float64) @ v
-    scale = 1.0 + np.abs(dz[:, g0:g1].T).astype(np.float64) @ np.abs(v)
+    sum_outer_f32(dz, u, v, out, total, row_sums, g0, g1)
+    expected = dz[:, g0:g1].T.astype(np.float64) @ uv
+    scale = 1.0 + np.abs(dz[:, g0:g1].T).astype(np.float64) @ np.abs(uv)
     assert np.all(np.abs(out[g0:g1] - expected) <= TOLERANCE[np.float32] * SUM_CHUNK_ROWS * scale)
     assert np.isnan(out[:g0]).all() and np.isnan(out[g1:]).all()
     sums = np.full(g1 - g0, 0.25)
     add_rows_f64(np.ascontiguousarray(dz[:, g0:g1]), 0, N, 0, g1 - g0, sums)
     assert np.array_equal(row_sums[g0:g1], sums)
     assert np.all(row_sums[:g0] == 0.25) and np.all(row_sums[g1:] == 0.25)
-    alone = np.full((G, K), np.nan, np.float32)
-    sum_outer_f32(dz, v, alone, total, np.zeros(0), g0, g1)
-    assert np.array_equal(alone, out, equal_nan=True)
+    for first, second in ((uv, uv[:, :0]), (u, v)):          # joined first; no bias sums
+        alone = np.full((G, K1 + K2), np.nan, np.float32)
+        sum_outer_f32(dz, first, second, alone, total, np.zeros(0), g0, g1)
+        assert np.array_equal(alone, out, equal_nan=True)
 
 
 def test_sum_outer_f32_error_does_not_grow_with_rows():
@@ -387,7 +390,7 @@ def test_sum_outer_f32_error_does_not_grow_with_rows():
     v = rng.uniform(0.5, 1.5, (N, 2)).astype(np.float32)
     expected = dz.astype(np.float64).T @ v.astype(np.float64)
     out = np.empty((3, 2), np.float32)
-    sum_outer_f32(dz, v, out, np.empty((3, 2)), np.zeros(0), 0, 3)
+    sum_outer_f32(dz, v, v[:, :0], out, np.empty((3, 2)), np.zeros(0), 0, 3)
     assert np.max(np.abs(out - expected)) / np.max(np.abs(expected)) <= 1e-7
 
 
