@@ -93,9 +93,9 @@ def set_num_threads(n):
                            "lstm_np runs on one thread (NumPy's BLAS still uses its threads)")
     with _lock:
         if n > 1:                       # also when n is the number already set (see above)
-            if _num_threads == 1:
-                _blas_threads = None
-            _take_blas()
+            previous = _blas.set_threads(1)
+            if _num_threads == 1 or previous != 1:   # the setting to give back: NumPy's own,
+                _blas_threads = previous              # or what it was raised to since
         elif _num_threads > 1:
             _blas.set_threads(_blas_threads)
         if n == _num_threads:
@@ -104,15 +104,6 @@ def set_num_threads(n):
             _executor.shutdown(wait=True)
         _executor = ThreadPoolExecutor(n - 1, thread_name_prefix="lstm_np") if n > 1 else None
         _num_threads = n
-
-
-def _take_blas():
-    """NumPy's BLAS to one thread; the number it ran, unless that is 1 (lstm_np's own setting)
-    or none was kept yet, is the one :func:`set_num_threads` gives back."""
-    global _blas_threads
-    previous = _blas.set_threads(1)
-    if _blas_threads is None or previous != 1:
-        _blas_threads = previous
 
 
 def _warn_if_blas_raised():
