@@ -1,8 +1,10 @@
 r"""GRU kernels: forward over T steps, backward (BPTT) over T steps, one streaming step.
 
 Shapes: ``T`` steps, ``B`` batch, ``H`` hidden. Time-major, C-contiguous, one dtype.
-Gate order ``r, z, n`` as in ``torch.nn.GRU``. Precomputed ``xw = x W_ih^T`` ``(T, B, 3H)``; the
-kernels add ``b_ih`` where they read it (one pass over memory fewer), written below as part of xw,
+Gate order ``r, z, n`` as in ``torch.nn.GRU``. ``xw = x W_ih^T``: made by each step into its row
+of the gates on the register tiles, or for all steps before the loop where the steps use the BLAS
+(:func:`gru_forward`); the kernels add ``b_ih`` where they read it (one pass over memory fewer),
+written below as part of xw,
 and ``b_hh`` to the step's product ``h_{t-1} W_hh^T`` where they read that (the product stores
 into its scratch, with no pass to put the bias in first), written below as part of hw.
 
@@ -41,6 +43,7 @@ from ._blas import prepare, prepare_from_weights, product
 from ._blocks import (add_into, all_finite, copy_into, matmul_into, step_indices,
                       stream_layout, take_block, zero_initial, zero_initial_numpy)
 from ._jit import jit, jit_borrowing, wide_vectors
+from ._tiles import panel_matmul
 
 
 @jit_borrowing
@@ -119,14 +122,18 @@ def gate_blocks(v, H):
 
 
 @jit
-def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zero_init, gates,
-                h_seq, hn, hw, blas, b0, b1):
+def gru_forward(x, w_ih, xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zero_init,
+                gates, h_seq, hn, hw, blas, b0, b1):
     """Run one direction of one layer over all ``T`` steps, for the rows ``b0 .. b1 - 1`` of the
     batch (blocks of rows may run in parallel threads).
 
-    In: ``xw (T, B, 3H)`` = ``x W_ih^T``; ``b_ih (3H,)``; ``w_hh (3H, H)`` (packed for the
-    tiles as it is); ``w_hh_t (H, 3H)`` = ``W_hh^T`` (what the BLAS reads; unread on the
-    tiles, where it may be ``(0, 3H)``);
+    In: ``x (T, B, I)``, ``w_ih (3H, I)`` (packed for the tiles as it is); ``xw (T, B, 3H)`` =
+    ``x W_ih^T`` made beforehand (where the steps use the BLAS: one big product over all ``T *
+    B`` rows), or ``(T, B, 0)``: then each step makes its ``x_t W_ih^T`` on the tiles into its
+    row of ``gates``, where the gate math reads it and writes the gates over it (as when
+    ``gates`` is ``xw``), so the ``(T, B, 3H)`` product never goes through memory on its own;
+    ``b_ih (3H,)``; ``w_hh (3H, H)`` (packed for the tiles as it is); ``w_hh_t (H, 3H)`` =
+    ``W_hh^T`` (what the BLAS reads; unread on the tiles, where it may be ``(0, 3H)``);
     ``b_hh (3H,)`` (biases are zeros without bias);
     ``h_seq[init]`` holds the initial state (``init = T if reverse else 0``), or is zeroed
     here first if ``zero_init``.
@@ -137,12 +144,25 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zer
     step's ``h_{t-1} W_hh^T``, stored there by the product (the biases are added where it is
     read). ``gates`` may be ``xw`` itself: every gate entry is written after its ``xw`` entry
     is read. ``blas``: each step's products by the BLAS (:func:`product`).
+
+    Made in the step, ``x_t W_ih^T`` is bitwise what the product over all rows gives (the
+    tiles' sums do not depend on the rows, :mod:`~._tiles`), and its block of ``(B, 3H)`` is
+    read by the gate math from the L1 instead of from a ``(T, B, 3H)`` array written before
+    the loop (1.2 MiB at ``(B, I, H) = (8, 16, 64)`` in float64, 19 MiB at ``(64, 64, 256)`` in
+    float32). Against that product made first, old and new alternating call by call, one
+    thread, each call after a torch call: inference 0.88 of the time at ``(8, 16, 64)``
+    (float64; float32 0.94), 0.77 at ``(32, 32, 128)`` (float64), 0.88 at ``(64, 64, 256)`` and
+    0.91 at ``(128, 128, 512)`` (float32); training 0.96 (float64 at ``(8, 16, 64)``, float32 at
+    ``(64, 64, 256)``) and 0.97 (float32 at ``(128, 128, 512)``); two threads, inference
+    0.86-0.96 and training 0.93-0.96. Bitwise the same results throughout.
     """
-    H = xw.shape[2] // 3
+    H = w_hh.shape[1]
     if zero_init:
-        zero_initial(h_seq, xw.shape[0], reverse, b0, b1)
-    _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
-                       hw, blas, b0, b1,
+        zero_initial(h_seq, x.shape[0], reverse, b0, b1)
+    in_step = xw.shape[2] == 0
+    _gru_forward_steps(x, xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq,
+                       hn, hw, blas, b0, b1,
+                       prepare_from_weights(w_ih, w_ih[:, :0], 0, 3 * H, blas or not in_step),
                        prepare_from_weights(w_hh, w_hh[:, :0], 0,
                                             3 * H if reset_after else 2 * H, blas),
                        prepare_from_weights(w_hh, w_hh[:, :0], 2 * H, 3 * H,
@@ -150,21 +170,25 @@ def gru_forward(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zer
 
 
 @jit_borrowing
-def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq, hn,
-                       hw, blas, b0, b1, rz, nn):
-    """The time loop of :func:`gru_forward` over its packed weights ``rz, nn``; compiled without
-    reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays cost
-    nothing."""
-    T, B, G = xw.shape
-    H = G // 3
+def _gru_forward_steps(x, xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, gates, h_seq,
+                       hn, hw, blas, b0, b1, ih, rz, nn):
+    """The time loop of :func:`gru_forward` over its packed weights ``ih, rz, nn``; compiled
+    without reference counting (:data:`~._jit.jit_borrowing`): the step's views of the arrays
+    cost nothing."""
+    T, H = x.shape[0], h_seq.shape[2]
     rz_end = 3 * H if reset_after else 2 * H
+    in_step = xw.shape[2] == 0
     lens = lengths[b0:b1]
     for s in range(T):
         t, p, q = step_indices(s, T, reverse)
         h_prev = h_seq[p, b0:b1]
-        x_t = xw[t, b0:b1]
         g_t = gates[t % gates.shape[0], b0:b1]          # (1, B, 3H) in inference: one scratch row
         hn_t = hn[t % hn.shape[0], b0:b1]
+        if in_step:
+            panel_matmul(x[t, b0:b1], 0, ih, g_t, 0, 3 * H, False)
+            x_t = g_t
+        else:
+            x_t = xw[t, b0:b1]
         product(h_prev, w_hh_t, rz, hw, 0, H, 0, rz_end, False, blas)
         gru_gates_rz(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, hn_t)
         if not reset_after:
@@ -172,11 +196,11 @@ def _gru_forward_steps(xw, b_ih, w_hh_t, b_hh, reset_after, lengths, reverse, ga
         gru_candidate(x_t, b_ih, b_hh, hw, h_prev, reset_after, t, lens, g_t, h_seq[q, b0:b1])
 
 
-def gru_forward_blas(xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse, zero_init,
-                     gates, h_seq, hn, hw, blas, b0, b1):
+def gru_forward_blas(x, w_ih, xw, b_ih, w_hh, w_hh_t, b_hh, reset_after, lengths, reverse,
+                     zero_init, gates, h_seq, hn, hw, blas, b0, b1):
     """:func:`gru_forward` stepped in Python with NumPy's BLAS: the fallback where the compiled
-    loop cannot call NumPy's BLAS itself. Same arguments (``blas`` ignored), same results up to
-    summation order."""
+    loop cannot call NumPy's BLAS itself. Same arguments (``blas``, ``x`` and ``w_ih`` ignored:
+    ``xw`` is made beforehand on the BLAS), same results up to summation order."""
     xw, gates, h_seq, hn = (v[:, b0:b1] for v in (xw, gates, h_seq, hn))
     lengths = lengths[b0:b1]
     T, B, G = xw.shape

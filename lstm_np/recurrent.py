@@ -39,10 +39,13 @@ _DIRECTION_SUFFIX = ("", "_reverse")
 #: a product over all ``T * B`` rows summing at most one pass of ``k`` (an input projection,
 #: ``K = I <= 128``) goes to the tiles where they have AVX-512
 #: (:func:`lstm_np.kernels._tiles.tiles_matmul`; else, ``None``, and for longer sums, NumPy's
-#: BLAS). Measured on an AVX-512 Xeon, inference 0.92-0.96 of the time at (8, 16, 64) to
-#: (64, 64, 256) (RNN, GRU), 0.99 at (128, 128, 512). (The input gradient, ``K = G``, as one
-#: such product on the tiles made LSTM training 1.03-1.05 of the time at (64, 64, 256) and
-#: (128, 128, 512); the backward loops now make it step by step, see the cells' kernels.)
+#: BLAS). Measured on an AVX-512 Xeon, against NumPy's BLAS, inference 0.92-0.96 of the time
+#: at (8, 16, 64) to (64, 64, 256) (RNN, GRU), 0.99 at (128, 128, 512). Only layers whose steps
+#: use the BLAS make the projection first now (large blocks of rows); on the tiles every cell's
+#: steps make their own ``x_t W_ih^T`` (GRU: :func:`lstm_np.kernels.gru.gru_forward`). (The
+#: input gradient, ``K = G``, as one such product on the tiles made LSTM training 1.03-1.05 of
+#: the time at (64, 64, 256) and (128, 128, 512); the backward loops now make it step by step,
+#: see the cells' kernels.)
 _ROWS_PRODUCT = _tiles.tiles_matmul if _tiles.VECTOR_BYTES == 64 else None
 
 
@@ -744,19 +747,24 @@ class GRU(Recurrent):
         ``x W_ih^T`` is then only read, not overwritten, and no ``(T, B, H)`` ``hn`` is written."""
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
-        xw = _input_projection(x, w["weight_ih"])                         # (T, B, 3H)
+        plan = self._plan(B)
+        w_ih = w["weight_ih"]
+        if plan[1]:                  # on the BLAS: x W_ih^T for all steps before the loop
+            xw = _input_projection(x, w_ih)                                 # (T, B, 3H)
+        else:                        # on the tiles: each step makes it into its gates' row
+            xw = np.empty((T, B, 0), dt)
         b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         if keep:
-            gates = xw        # each gate entry is written after its xw entry is read
+            # each gate entry is written after its xw entry is read
+            gates = xw if plan[1] else _workspace.empty((T, B, 3 * H), dt)
             hn = _workspace.empty((T, B, H), dt)
         else:
             gates, hn = _workspace.empty((1, B, 3 * H), dt), _workspace.empty((1, B, H), dt)
-        plan = self._plan(B)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
-                        (xw, b_ih, w["weight_hh"], _transposed_for(plan, w["weight_hh"]), b_hh,
-                         self.reset_after, lengths, reverse, state0[0] is None, gates, h_seq,
-                         hn), (3 * H,), plan)
+                        (x, w_ih, xw, b_ih, w["weight_hh"],
+                         _transposed_for(plan, w["weight_hh"]), b_hh, self.reset_after,
+                         lengths, reverse, state0[0] is None, gates, h_seq, hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
         return out, (h_n,), ({"gates": gates, "h_seq": h_seq, "hn": hn} if keep else None)
 

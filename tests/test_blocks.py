@@ -527,3 +527,43 @@ def test_step_product(dtype, B, I, P, joined):
         recurrent = h.astype(np.float64) @ w_t[I:]
         assert np.all(np.abs(a_blas - recurrent) <= TOLERANCE[dtype] * max(P, 1)
                       * (1.0 + np.abs(h) @ np.abs(w_t[I:].astype(np.float64))))
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("I", [5, DEPTH + 3])
+def test_gru_step_makes_the_input_product_the_product_before_the_loop_makes(dtype, I,
+                                                                              reset_after):
+    """On the tiles a GRU step makes its ``x_t W_ih^T`` into its row of the gates (``xw`` given
+    as ``(T, B, 0)``): every record and state is bitwise what the same loop gives from ``xw``
+    made first over all ``T * B`` rows (one or two passes of ``k``), for a batch of a full,
+    a short and a one-row block of the tiles, in training (the gates a ``(T, B, 3H)`` record)
+    and in inference (one step's scratch)."""
+    from lstm_np.kernels.gru import gru_forward
+    rng = np.random.default_rng(I + 3 * reset_after)
+    T, B, H = 4, ROWS + SHORT_ROWS + 1, 11
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    w_ih = rng.standard_normal((3 * H, I)).astype(dtype)
+    w_hh = rng.standard_normal((3 * H, H)).astype(dtype)
+    b_ih, b_hh = (rng.standard_normal(3 * H).astype(dtype) for _ in range(2))
+    lengths = np.array([T] * (B - 2) + [2, 3])
+    xw = np.empty((T, B, 3 * H), dtype)
+    panel_matmul(x.reshape(T * B, I), 0, prepare_transposed(w_ih, w_ih[:, :0], 0, 3 * H),
+                 xw.reshape(T * B, 3 * H), 0, 3 * H, False)
+    expected = x.astype(np.float64) @ w_ih.T
+    assert np.allclose(xw, expected, rtol=0, atol=TOLERANCE[dtype] * I * 10)
+    for steps in (T, 1):                           # training's record, inference's scratch
+        runs = []
+        for made_first in (True, False):
+            gates = xw.copy() if made_first and steps == T else np.empty((steps, B, 3 * H),
+                                                                         dtype)
+            h_seq = np.zeros((T + 1, B, H), dtype)
+            h_seq[0] = rng.standard_normal((B, H)) if not runs else runs[0][1][0]
+            hn = np.empty((steps, B, H), dtype)
+            given = (gates if steps == T else xw) if made_first else xw[:, :, :0]
+            gru_forward(x, w_ih, given, b_ih, w_hh, np.empty((0, 3 * H), dtype), b_hh,
+                        reset_after, lengths, False, False, gates, h_seq, hn,
+                        np.empty((B, 3 * H), dtype), False, 0, B)
+            runs.append((gates, h_seq, hn))
+        for first, in_step in zip(*runs):
+            assert np.array_equal(first, in_step)
