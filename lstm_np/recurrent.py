@@ -744,7 +744,10 @@ class GRU(Recurrent):
     def _forward_direction(self, w, x, state0, lengths, reverse, keep):
         """:meth:`_run_direction`; without ``keep`` (inference) the gates and ``hn`` go to one
         step's scratch, which every step reuses, and nothing is kept (``None`` for the record):
-        ``x W_ih^T`` is then only read, not overwritten, and no ``(T, B, H)`` ``hn`` is written."""
+        no ``(T, B, 3H)`` gates and no ``(T, B, H)`` ``hn`` are written. On the tiles each step
+        makes its ``x_t W_ih^T`` into its row of the gates (training: the record's row); on the
+        BLAS ``x W_ih^T`` is made for all steps first, and the training record is that array,
+        each gate entry written after its ``xw`` entry is read."""
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         plan = self._plan(B)
@@ -756,7 +759,6 @@ class GRU(Recurrent):
         b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         if keep:
-            # each gate entry is written after its xw entry is read
             gates = xw if plan[1] else _workspace.empty((T, B, 3 * H), dt)
             hn = _workspace.empty((T, B, H), dt)
         else:
