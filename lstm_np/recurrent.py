@@ -506,16 +506,19 @@ class Recurrent:
 
         _threads.in_blocks(run, blocks)
 
-    @staticmethod
-    def _input_part(w, x, plan):
-        """``x W_ih^T (T, B, G H)`` by one big product where the steps use the BLAS (``plan``)
-        and :func:`lstm_np.kernels._blas.projects_input_first` says so; else an empty
-        ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop
-        (:func:`lstm_np.kernels._blas.step_product`)."""
-        w_ih, w_hh = w["weight_ih"], w["weight_hh"]
-        if _projects_input_first(w_ih.shape[1], w_hh.shape[1], plan[1]):
-            return _input_projection(x, w_ih)
+    def _input_part(self, w, x, plan):
+        """``x W_ih^T (T, B, G H)`` by one big product where :meth:`_input_first` says so;
+        else an empty ``(T, B, 0)``: each step makes its ``x_t W_ih^T`` in the loop."""
+        if self._input_first(w, plan):
+            return _input_projection(x, w["weight_ih"])
         return np.empty(x.shape[:2] + (0,), x.dtype)
+
+    @staticmethod
+    def _input_first(w, plan):
+        """Whether ``x W_ih^T`` is made for all steps before the time loop: where the steps use
+        the BLAS (``plan``) and :func:`lstm_np.kernels._blas.projects_input_first` says so (else
+        :func:`lstm_np.kernels._blas.step_product` makes it in the step)."""
+        return _projects_input_first(w["weight_ih"].shape[1], w["weight_hh"].shape[1], plan[1])
 
     def _run_direction(self, w, x, state0, lengths, reverse):
         """Run one direction of one layer: ``(out (T, B, P), final_state, kept_for_backward)``.
@@ -741,6 +744,12 @@ class GRU(Recurrent):
         out, final, _ = self._forward_direction(w, x, state0, lengths, reverse, False)
         return out, final
 
+    @staticmethod
+    def _input_first(w, plan):
+        """Wherever the steps use the BLAS: the GRU's steps make ``x_t W_ih^T`` on the tiles
+        only (:func:`lstm_np.kernels.gru.gru_forward`)."""
+        return plan[1]
+
     def _forward_direction(self, w, x, state0, lengths, reverse, keep):
         """:meth:`_run_direction`; without ``keep`` (inference) the gates and ``hn`` go to one
         step's scratch, which every step reuses, and nothing is kept (``None`` for the record):
@@ -751,20 +760,16 @@ class GRU(Recurrent):
         T, B, _ = x.shape
         H, dt = self.hidden_size, self.dtype
         plan = self._plan(B)
-        w_ih = w["weight_ih"]
-        if plan[1]:                  # on the BLAS: x W_ih^T for all steps before the loop
-            xw = _input_projection(x, w_ih)                                 # (T, B, 3H)
-        else:                        # on the tiles: each step makes it into its gates' row
-            xw = np.empty((T, B, 0), dt)
+        xw = self._input_part(w, x, plan)                               # (T, B, 3H or 0)
         b_ih, b_hh = self._biases(w)
         h_seq = _state_sequence(T, B, H, dt, state0[0], reverse)        # (T+1, B, H)
         if keep:
-            gates = xw if plan[1] else _workspace.empty((T, B, 3 * H), dt)
+            gates = xw if xw.shape[2] else _workspace.empty((T, B, 3 * H), dt)
             hn = _workspace.empty((T, B, H), dt)
         else:
             gates, hn = _workspace.empty((1, B, 3 * H), dt), _workspace.empty((1, B, H), dt)
         self._time_loop(B, gru_kernels.gru_forward, gru_kernels.gru_forward_blas,
-                        (x, w_ih, xw, b_ih, w["weight_hh"],
+                        (x, w["weight_ih"], xw, b_ih, w["weight_hh"],
                          _transposed_for(plan, w["weight_hh"]), b_hh, self.reset_after,
                          lengths, reverse, state0[0] is None, gates, h_seq, hn), (3 * H,), plan)
         out, h_n = _outputs(h_seq, reverse)
